@@ -56,6 +56,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something already listens on ``host:port``.
+
+    SO_REUSEADDR makes lingering TIME_WAIT sockets (e.g. right after a restart) not count.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
 def resolve_bootstrap(flag: str | None = None) -> str | None:
     """Bootstrap servers of an external cluster: ``flag``, else ``$TECHNIC_BOOTSTRAP``, else None.
 
@@ -199,6 +213,10 @@ class EmbeddedBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port(self.host)
+        elif port_in_use(self.port, self.host):
+            # Otherwise the readiness probe would talk to whatever already listens there.
+            raise BrokerError(f"port {self.port} on {self.host} is already in use; "
+                              "pick another port or leave it out to get a free one")
         cmd = [str(broker_binary()), "start", "--only", "kafka", "--host", self.host,
                "--kafka-port", str(self.port), "--data-dir", str(self.data_dir)]
         self._log = open(self.log_path, "ab")
@@ -216,6 +234,8 @@ class EmbeddedBroker:
                                   f"(port {self.port}); log tail:\n{self.log_tail()}")
             try:
                 asyncio.run(_metadata_ok(self.bootstrap, 2.0))
+                if self._proc.poll() is not None:
+                    continue  # answered by someone else; the exit branch above reports it
                 self.startup_s = time.monotonic() - t0
                 return self
             except Exception as exc:  # noqa: BLE001 - not ready yet
