@@ -346,3 +346,40 @@ def test_state_write_is_atomic(reg, monkeypatch):
     state = orjson.loads(before)
     assert state["promoted"] is None and v in state["index"]
     assert os.path.exists(state_path)
+
+
+def test_loads_never_see_a_half_applied_status_change(tmp_path):
+    """A stream worker loading while training promotes must never get a spurious 'tampered'."""
+    root = tmp_path / "reg"
+    writer = Registry(root)
+    v1, v2 = _reg_simple(writer), _reg_simple(writer)
+    writer.promote(v1)
+    stop, errors = threading.Event(), []
+
+    def read():
+        reader = Registry(root)
+        while not stop.is_set():
+            try:
+                for v in (v1, v2, None):
+                    reader.load(v)
+            except Exception as exc:
+                errors.append(exc)
+                return
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        for _ in range(15):
+            writer.promote(v2)
+            writer.rollback()
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_submit_metrics_must_match_manifest(reg):
+    with pytest.raises(RegistryError, match="differs from candidate_metrics"):
+        reg.submit({"config.json": CONFIG}, {"metrics": {"rank_ic_mean": 0.9}},
+                   {"rank_ic_mean": 0.03, "rank_ic_nw_tstat": 2.5}, {"rank_ic_mean": 0.0})
+    assert reg.list() == []

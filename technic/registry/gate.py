@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+from technic.errors import RegistryError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from technic.registry.store import Registry
 
 FALLBACK_TSTAT_KEY = "rank_ic_tstat"
 
@@ -136,3 +141,42 @@ def evaluate_gate(
         reasons.append(f"{key} {t:.2f} {'>=' if ok else '<'} min {cfg.min_tstat:.2f}")
 
     return GateDecision(bool(passed), reasons)
+
+
+def submit_gated(
+    registry: "Registry",
+    files: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    candidate_metrics: Mapping[str, Any],
+    baseline_metrics: Mapping[str, Any],
+    cfg: GateConfig | None = None,
+) -> tuple[str, GateDecision]:
+    """Register a candidate, then promote it if it passes the gate, else reject it with reasons.
+
+    The incumbent is the promoted version's ``manifest["metrics"]``. The candidate's metrics are
+    stored as its ``manifest["metrics"]`` (so it is judged by the same numbers when it becomes
+    the incumbent), and the decision, config, incumbent and baselines under ``"gate"``. Call it
+    with the registry's lock held (``Registry.submit`` does) so the incumbent cannot change
+    between the comparison and the promotion.
+    """
+    from technic.registry.manifest import to_json_value
+
+    cfg = cfg or GateConfig()
+    if "metrics" in manifest and to_json_value(manifest["metrics"]) != to_json_value(candidate_metrics):
+        raise RegistryError("manifest['metrics'] differs from candidate_metrics; the gate must judge "
+                            "the metrics the manifest records (drop one of them)")
+    incumbent = registry.promoted()
+    inc_metrics = None
+    if incumbent is not None:
+        inc_metrics = registry.show(incumbent).get("metrics") or {}
+    decision = evaluate_gate(candidate_metrics, baseline_metrics, inc_metrics, cfg,
+                             incumbent_name=incumbent or "incumbent")
+    doc = {**manifest, "metrics": candidate_metrics,
+           "gate": {**decision.to_dict(), "config": cfg.to_dict(), "incumbent": incumbent,
+                    "baseline_metrics": baseline_metrics}}
+    version = registry.register(files, doc)
+    if decision.passed:
+        registry.promote(version, reason="gate passed: " + "; ".join(decision.reasons))
+    else:
+        registry.reject(version, "gate failed: " + "; ".join(decision.reasons))
+    return version, decision

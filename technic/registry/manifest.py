@@ -16,7 +16,9 @@ Pickle in any guise is refused: loading a pickle runs arbitrary code.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,24 @@ def pretty_json(obj: Any) -> bytes:
     return orjson.dumps(
         to_json_value(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
     ) + b"\n"
+
+
+# ------------------------------------------------------------------ atomic files
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 # ----------------------------------------------------------------------- hashing

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -29,7 +28,7 @@ import orjson
 
 from technic.errors import RegistryError
 from technic.registry import manifest as mf
-from technic.registry.gate import GateConfig, GateDecision, evaluate_gate
+from technic.registry.gate import GateConfig, GateDecision, submit_gated
 
 try:  # POSIX advisory locks; elsewhere fall back to mkdir allocation alone.
     import fcntl
@@ -43,23 +42,6 @@ _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 class LoadedVersion:
@@ -141,7 +123,7 @@ class Registry:
         return state
 
     def _write_state(self, state: dict) -> None:
-        atomic_write(self._state_path, mf.pretty_json(state))
+        mf.atomic_write(self._state_path, mf.pretty_json(state))
 
     def _check_version(self, version: str, state: dict | None = None) -> str:
         if not isinstance(version, str) or not _VERSION_RE.match(version):
@@ -160,6 +142,28 @@ class Registry:
             raise RegistryError(f"{version} has no {mf.MANIFEST_NAME} at {p}") from None
         except orjson.JSONDecodeError as exc:
             raise RegistryError(f"{version}/{mf.MANIFEST_NAME} is not valid JSON ({exc})") from exc
+
+    def _verified_manifest(self, version: str) -> dict:
+        """Read and verify a manifest against the index, without racing a status change.
+
+        A status change rewrites manifest.json and then state.json; a lock-free reader caught
+        between the two sees a mismatch, so a failure is re-checked once under the writers' lock.
+        """
+        def attempt() -> dict:
+            state = self._read_state()
+            self._check_version(version, state)
+            doc = self._read_manifest(version)
+            mf.verify_manifest(version, doc, state["index"][version])
+            return doc
+
+        try:
+            return attempt()
+        except RegistryError as first:
+            try:
+                with self._locked():
+                    return attempt()
+            except OSError:  # read-only registry: nobody can be writing, so the error stands
+                raise first from None
 
     def _allocate(self) -> str:
         """Create the next version folder; ``exist_ok=False`` makes a race lose cleanly and retry."""
@@ -207,7 +211,7 @@ class Registry:
                 body = {**extra, "version": version, "created_at": _now(), "status": status,
                         "status_reason": "", "status_at": None, "files": meta}
                 doc = mf.stamp(body)
-                atomic_write(folder / mf.MANIFEST_NAME, mf.pretty_json(doc))
+                mf.atomic_write(folder / mf.MANIFEST_NAME, mf.pretty_json(doc))
             except BaseException:
                 _remove_tree(folder)
                 raise
@@ -237,7 +241,7 @@ class Registry:
         mf.verify_manifest(version, doc, state["index"].get(version))
         doc.update(status=status, status_reason=reason, status_at=at)
         doc = mf.stamp(doc)
-        atomic_write(self._versions / version / mf.MANIFEST_NAME, mf.pretty_json(doc))
+        mf.atomic_write(self._versions / version / mf.MANIFEST_NAME, mf.pretty_json(doc))
         state["index"][version] = doc[mf.HASH_KEY]
 
     def promote(self, version: str, reason: str = "", *, force: bool = False) -> None:
@@ -323,23 +327,8 @@ class Registry:
         The incumbent is the promoted version's ``manifest["metrics"]``; the decision (with its
         numbers) and the config are stored in the new manifest under ``"gate"``.
         """
-        cfg = cfg or GateConfig()
         with self._locked():
-            incumbent = self.promoted()
-            inc_metrics = None
-            if incumbent is not None:
-                inc_metrics = self.show(incumbent).get("metrics") or {}
-            decision = evaluate_gate(candidate_metrics, baseline_metrics, inc_metrics, cfg,
-                                     incumbent_name=incumbent or "incumbent")
-            doc = {**manifest, "metrics": manifest.get("metrics", candidate_metrics),
-                   "gate": {**decision.to_dict(), "config": cfg.to_dict(), "incumbent": incumbent,
-                            "baseline_metrics": baseline_metrics}}
-            version = self.register(files, doc)
-            if decision.passed:
-                self.promote(version, reason="gate passed: " + "; ".join(decision.reasons))
-            else:
-                self.reject(version, "gate failed: " + "; ".join(decision.reasons))
-        return version, decision
+            return submit_gated(self, files, manifest, candidate_metrics, baseline_metrics, cfg)
 
     # ------------------------------------------------------------------- reading
     def promoted(self) -> str | None:
@@ -353,11 +342,7 @@ class Registry:
 
     def show(self, version: str) -> dict:
         """The manifest of ``version``, after checking its hash against the index."""
-        state = self._read_state()
-        self._check_version(version, state)
-        doc = self._read_manifest(version)
-        mf.verify_manifest(version, doc, state["index"][version])
-        return doc
+        return self._verified_manifest(version)
 
     def list(self, metric: str = "rank_ic_mean") -> list[dict]:
         """One row per version, oldest first: version, created_at, status, promoted, ``metric``."""
@@ -380,10 +365,8 @@ class Registry:
             version = state["promoted"]
             if version is None:
                 raise RegistryError(f"no version is promoted in registry {self.root}")
-        self._check_version(version, state)
         folder = self._versions / version
-        doc = self._read_manifest(version)
-        mf.verify_manifest(version, doc, state["index"][version])
+        doc = self._verified_manifest(version)
         for name, meta in doc["files"].items():
             p = folder / name
             if not p.is_file():
