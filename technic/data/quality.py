@@ -12,7 +12,7 @@ oc_outside_range       open or close outside [low, high] (rows where both bounds
 zero_volume            volume == 0
 negative_volume        volume < 0
 duplicate              a (symbol, date) that already appeared (first occurrence not counted)
-stale                  OHLCV identical to the previous row of the same symbol (NaN == NaN)
+stale                  OHLCV identical to the symbol's previous bar on an earlier date (NaN==NaN)
 jump                   |close / prev_close - 1| > jump_threshold (default 0.4)
 spike_revert           |r_t| > spike_threshold (0.1) and the next bar undoes more than
                        revert_fraction (70%) of the move: (c_t - c_t+1) / (c_t - c_t-1) > 0.7
@@ -130,7 +130,10 @@ def _defect_masks(bars: pd.DataFrame, jump_threshold=0.4, spike_threshold=0.1,
     vals = s[list(_COLS)].to_numpy(dtype="float64")
     prev = np.roll(vals, 1, axis=0)
     eq = (vals == prev) | (np.isnan(vals) & np.isnan(prev))
-    stale = same_prev & eq.all(axis=1)
+    dts = s["date"].to_numpy()
+    new_day = np.ones(len(s), dtype=bool)
+    new_day[1:] = dts[1:] != dts[:-1]
+    stale = same_prev & new_day & eq.all(axis=1)
     cs = vals[:, 3]
     cp = np.where(same_prev, np.roll(cs, 1), np.nan)
     cn = np.where(same_next, np.roll(cs, -1), np.nan)
