@@ -63,7 +63,7 @@ def validate_alt(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
         bad = (out["field"].eq(f).to_numpy()) & ((v < lo) | (v > hi))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{source}: row {rowf(i)}, column 'value': {f} = {v[i]!r} outside [{lo}, {hi}]")
+            raise DataError(f"{source}: row {rowf(i)}, column 'value': {f} = {float(v[i]):g} outside [{lo}, {hi}]")
     unknown = sorted(set(out["field"].unique()) - set(ALT_FIELDS))
     out = out.sort_values(["date", "symbol", "field"], kind="mergesort").reset_index(drop=True)
     out.attrs["warnings"] = ([f"{source}: unknown alt field(s) {', '.join(unknown)} (loaded, not documented)"]
