@@ -65,8 +65,10 @@ def to_jsonable(obj):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
+    if obj is pd.NaT or obj is pd.NA:
+        return None
     if isinstance(obj, (pd.Timestamp, np.datetime64)):
-        return pd.Timestamp(obj).isoformat()
+        return None if pd.isna(obj) else pd.Timestamp(obj).isoformat()
     if isinstance(obj, (np.integer, bool, np.bool_)):
         return obj.item() if hasattr(obj, "item") else obj
     if isinstance(obj, (float, np.floating)):
