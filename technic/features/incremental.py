@@ -1,0 +1,276 @@
+"""Incremental evaluator: the same registry, one bar per symbol at a time.
+
+``FeatureEngine`` keeps one state slot per symbol (ring buffers and running
+statistics of every operator, the symbol's point-in-time fundamentals and
+alt-data values, last timestamp/sequence) in struct-of-arrays form, so that
+the bars of many symbols at one timestamp update in a single vectorized call
+(what the stream does with a micro-batch). Each symbol's state still evolves
+only with its own bars, in order.
+
+Order rules: a bar whose timestamp is not after the symbol's last one is
+rejected with ``OrderError`` (duplicate or out-of-order) *before* any state
+changes. Fundamentals take effect at the first bar on/after their
+``available_from``; alt values at the first bar on/after their date: exactly
+the as-of joins of the batch path.
+
+A symbol's state serializes to bytes (``get_state``/``set_state``) and
+round-trips exactly; that is what the stream stores in its tables.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import orjson
+
+from ..errors import OrderError
+from . import registry as R
+from .batch import market_program, sector_codes, ts_program
+from .cross_section import apply_cross_section, market_return
+from .program import Program, grow_states
+
+NAT = np.iinfo(np.int64).min
+_FUND = list(R.FUNDAMENTAL_INPUTS)
+_ALT = list(R.ALT_FIELDS)
+_FORMAT = 1
+
+
+def to_ns(ts) -> int:
+    """Timestamp (str, datetime, numpy/pandas) -> int nanoseconds since epoch."""
+    return int(np.datetime64(ts, "ns").astype(np.int64))
+
+
+class _Stage:
+    """States of one program for a growable set of symbol slots."""
+
+    def __init__(self, program: Program, capacity: int):
+        self.program = program
+        self.states = program.init_state(capacity)
+
+    def grow(self, n: int) -> None:
+        self.states = grow_states(self.states, self.program.nodes, n)
+
+    def slot_arrays(self) -> list[tuple[int, str]]:
+        return [(i, k) for i, st in enumerate(self.states) for k in sorted(st)]
+
+
+class FeatureEngine:
+    """Per-symbol incremental feature state for every feature of the registry."""
+
+    def __init__(self, sectors: Mapping[str, str] | None = None, capacity: int = 64):
+        self.ts = _Stage(ts_program(), capacity)
+        self.mkt = _Stage(market_program(), capacity)
+        self.capacity = capacity
+        self.slots: dict[str, int] = {}
+        self.sectors = dict(sectors or {})
+        self._sector_names = sorted({s for s in self.sectors.values() if isinstance(s, str) and s})
+        self.last_ts = np.full(capacity, NAT, np.int64)
+        self.last_seq = np.full(capacity, -1, np.int64)
+        self.n_bars = np.zeros(capacity, np.int64)
+        self.fund = np.full((capacity, len(_FUND)), np.nan)
+        self.fund_key = np.full((capacity, 2), NAT, np.int64)  # (available_from, period_end) applied
+        self.alt = np.full((capacity, len(_ALT)), np.nan)
+        self.alt_date = np.full((capacity, len(_ALT)), NAT, np.int64)
+        self.pending_fund: dict[int, list] = {}
+        self.pending_alt: dict[int, list] = {}
+        self.ts_names = self.ts.program.output_names
+        self.market_names = self.mkt.program.output_names
+        self.feature_names = R.FEATURE_NAMES
+
+    # -- slots ---------------------------------------------------------------
+    def slot(self, symbol: str) -> int:
+        s = self.slots.get(symbol)
+        if s is None:
+            s = len(self.slots)
+            if s >= self.capacity:
+                self._grow(max(2 * self.capacity, s + 1))
+            self.slots[symbol] = s
+        return s
+
+    def _grow(self, n: int) -> None:
+        self.ts.grow(n)
+        self.mkt.grow(n)
+        pad = n - self.capacity
+        self.last_ts = np.concatenate([self.last_ts, np.full(pad, NAT, np.int64)])
+        self.last_seq = np.concatenate([self.last_seq, np.full(pad, -1, np.int64)])
+        self.n_bars = np.concatenate([self.n_bars, np.zeros(pad, np.int64)])
+        self.fund = np.vstack([self.fund, np.full((pad, len(_FUND)), np.nan)])
+        self.fund_key = np.vstack([self.fund_key, np.full((pad, 2), NAT, np.int64)])
+        self.alt = np.vstack([self.alt, np.full((pad, len(_ALT)), np.nan)])
+        self.alt_date = np.vstack([self.alt_date, np.full((pad, len(_ALT)), NAT, np.int64)])
+        self.capacity = n
+
+    # -- point-in-time side inputs -------------------------------------------
+    def add_fundamental(self, symbol: str, available_from, period_end, values: Mapping[str, float]) -> None:
+        """Queue a fundamentals row; it applies at the first bar on/after ``available_from``."""
+        vec = np.array([_num(values.get(f)) for f in _FUND])
+        self.pending_fund.setdefault(self.slot(symbol), []).append((to_ns(available_from), to_ns(period_end), vec))
+
+    def add_alt(self, symbol: str, date, field: str, value: float) -> None:
+        """Queue one alt-data value; unknown fields are ignored (returns without effect)."""
+        if field in _ALT:
+            self.pending_alt.setdefault(self.slot(symbol), []).append((to_ns(date), _ALT.index(field), _num(value)))
+
+    def _apply_pending(self, slots: np.ndarray, t: int) -> None:
+        for s in slots.tolist():
+            rows = self.pending_fund.get(s)
+            if rows:
+                due = sorted((r for r in rows if r[0] <= t), key=lambda r: (r[0], r[1]))
+                for af, pe, vec in due:
+                    if (af, pe) >= tuple(self.fund_key[s]):
+                        self.fund[s] = vec
+                        self.fund_key[s] = (af, pe)
+                rest = [r for r in rows if r[0] > t]
+                if rest:
+                    self.pending_fund[s] = rest
+                else:
+                    del self.pending_fund[s]
+            rows = self.pending_alt.get(s)
+            if rows:
+                for d, j, val in sorted((r for r in rows if r[0] <= t), key=lambda r: r[0]):
+                    if d >= self.alt_date[s, j]:
+                        self.alt[s, j] = val
+                        self.alt_date[s, j] = d
+                rest = [r for r in rows if r[0] > t]
+                if rest:
+                    self.pending_alt[s] = rest
+                else:
+                    del self.pending_alt[s]
+
+    # -- bars ------------------------------------------------------------------
+    def check_order(self, ts, symbols: Sequence[str]) -> dict[str, str]:
+        """Symbols whose bar at ``ts`` would be a duplicate or out of order -> reason."""
+        t = to_ns(ts)
+        bad = {}
+        for sym in symbols:
+            s = self.slots.get(sym)
+            if s is not None and self.last_ts[s] >= t:
+                bad[sym] = "duplicate" if self.last_ts[s] == t else "out_of_order"
+        if len(set(symbols)) != len(symbols):
+            for sym in {x for x in symbols if list(symbols).count(x) > 1}:
+                bad[sym] = "duplicate"
+        return bad
+
+    def update_ts(self, ts, symbols: Sequence[str], bars: Mapping[str, np.ndarray],
+                  seq: Iterable[int] | None = None) -> np.ndarray:
+        """Feed one bar per symbol at ``ts``; return the (k, n_ts) time-series features."""
+        bad = self.check_order(ts, symbols)
+        if bad:
+            first = next(iter(bad))
+            raise OrderError(f"bar at {np.datetime64(to_ns(ts), 'ns')} for {first} is {bad[first]} "
+                             f"(last bar at {np.datetime64(int(self.last_ts[self.slots[first]]), 'ns')}); "
+                             f"{len(bad)} symbol(s) rejected, state unchanged")
+        t = to_ns(ts)
+        rows = np.array([self.slot(s) for s in symbols], dtype=np.intp)
+        self._apply_pending(rows, t)
+        inputs = {f: np.asarray(bars[f], dtype=np.float64) for f in R.BAR_FIELDS}
+        fund = self.fund[rows]
+        for j, f in enumerate(_FUND):
+            inputs[f] = fund[:, j]
+        alt = self.alt[rows]
+        for j, f in enumerate(_ALT):
+            inputs[f] = alt[:, j]
+        out = self.ts.program.step(self.ts.states, rows, inputs)
+        self.last_ts[rows] = t
+        self.n_bars[rows] += 1
+        if seq is not None:
+            self.last_seq[rows] = np.asarray(list(seq), dtype=np.int64)
+        return out
+
+    def cross_section(self, symbols: Sequence[str], ts_matrix: np.ndarray) -> np.ndarray:
+        """Market and cross-sectional stages for ALL symbols of one timestamp.
+
+        ``symbols`` must be the complete universe of the timestamp in sorted
+        order (as the batch path sees it); returns the full (k, n_features)
+        matrix in registry order.
+        """
+        rows = np.array([self.slots[s] for s in symbols], dtype=np.intp)
+        ret = ts_matrix[:, self.ts_names.index("ret_1")]
+        mkt = np.full(len(rows), market_return(ret))
+        m_out = self.mkt.program.step(self.mkt.states, rows, {"ret": ret, "mkt_ret": mkt})
+        values = {n: ts_matrix[:, j] for j, n in enumerate(self.ts_names)}
+        values.update({n: m_out[:, j] for j, n in enumerate(self.market_names)})
+        groups = sector_codes(symbols, self.sectors) if self.sectors else np.full(len(rows), -1, np.int64)
+        values.update(apply_cross_section(R.CROSS_SECTION, values, groups))
+        return np.column_stack([values[n] for n in self.feature_names])
+
+    def process_timestamp(self, ts, symbols: Sequence[str], bars: Mapping[str, np.ndarray],
+                          seq: Iterable[int] | None = None) -> tuple[list[str], np.ndarray]:
+        """All features for the bars of one complete timestamp (symbols sorted)."""
+        order = np.argsort(np.asarray(symbols, dtype=object), kind="mergesort")
+        syms = [symbols[i] for i in order]
+        bars_sorted = {f: np.asarray(bars[f], dtype=np.float64)[order] for f in R.BAR_FIELDS}
+        seq_sorted = None if seq is None else np.asarray(list(seq), dtype=np.int64)[order]
+        ts_out = self.update_ts(ts, syms, bars_sorted, seq_sorted)
+        return syms, self.cross_section(syms, ts_out)
+
+    # -- serialization -------------------------------------------------------------
+    def get_state(self, symbol: str) -> bytes:
+        """The symbol's full state (both stages, side inputs, pending rows) as bytes."""
+        s = self.slots[symbol]
+        parts = []
+        for stage in (self.ts, self.mkt):
+            for i, k in stage.slot_arrays():
+                parts.append(np.ascontiguousarray(stage.states[i][k][s]).tobytes())
+        for arr in (self.last_ts, self.last_seq, self.n_bars, self.fund, self.fund_key, self.alt, self.alt_date):
+            parts.append(np.ascontiguousarray(arr[s]).tobytes())
+        header = orjson.dumps({
+            "format": _FORMAT, "program": self.ts.program.hash + self.mkt.program.hash, "symbol": symbol,
+            "pending_fund": [[a, p, v.tobytes().hex()] for a, p, v in self.pending_fund.get(s, [])],
+            "pending_alt": [[d, j, _hexf(v)] for d, j, v in self.pending_alt.get(s, [])],
+        })
+        return struct.pack("<I", len(header)) + header + b"".join(parts)
+
+    def set_state(self, symbol: str, blob: bytes) -> None:
+        """Restore a symbol's state from ``get_state`` bytes (exact round trip)."""
+        (hlen,) = struct.unpack_from("<I", blob)
+        header = orjson.loads(blob[4:4 + hlen])
+        if header.get("format") != _FORMAT or header.get("program") != self.ts.program.hash + self.mkt.program.hash:
+            raise ValueError(f"state of {symbol} was written by another feature registry "
+                             f"({header.get('program')}); it cannot be restored into this one")
+        s = self.slot(symbol)
+        off = 4 + hlen
+
+        def take(dtype, shape):
+            nonlocal off
+            n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            arr = np.frombuffer(blob, dtype=dtype, count=int(np.prod(shape)), offset=off).reshape(shape)
+            off += n
+            return arr
+
+        for stage in (self.ts, self.mkt):
+            for i, k in stage.slot_arrays():
+                a = stage.states[i][k]
+                a[s] = take(a.dtype, a.shape[1:])
+        for name in ("last_ts", "last_seq", "n_bars", "fund", "fund_key", "alt", "alt_date"):
+            a = getattr(self, name)
+            a[s] = take(a.dtype, a.shape[1:])
+        if off != len(blob):
+            raise ValueError(f"state of {symbol}: {len(blob) - off} trailing bytes; corrupt state")
+        self.pending_fund.pop(s, None)
+        self.pending_alt.pop(s, None)
+        if header["pending_fund"]:
+            self.pending_fund[s] = [(a, p, np.frombuffer(bytes.fromhex(v), dtype=np.float64).copy())
+                                    for a, p, v in header["pending_fund"]]
+        if header["pending_alt"]:
+            self.pending_alt[s] = [(d, j, _unhexf(v)) for d, j, v in header["pending_alt"]]
+
+    def state_nbytes(self, symbol: str) -> int:
+        return len(self.get_state(symbol))
+
+
+def _num(x) -> float:
+    try:
+        return float(x) if x is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _hexf(v: float) -> str:
+    return np.float64(v).tobytes().hex()
+
+
+def _unhexf(s: str) -> float:
+    return float(np.frombuffer(bytes.fromhex(s), dtype=np.float64)[0])
