@@ -1,0 +1,126 @@
+"""`technic ...`: the research command line. Parses options and calls library code.
+
+User errors (``TechnicError``) print one clear message and exit with status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import TechnicError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technic: equity alpha research and streaming scorer.")
+features_app = typer.Typer(no_args_is_help=True, help="Feature registry: list, compute, parity.")
+data_app = typer.Typer(no_args_is_help=True, help="Data files: quality report.")
+app.add_typer(features_app, name="features")
+app.add_typer(data_app, name="data")
+
+
+def default_data_dir() -> Path:
+    """The shipped dev data: $TECHNIC_DATA_DIR, else ../shared/data next to the checkout."""
+    from .paths import data_dir
+    return data_dir()
+
+
+# ---------------------------------------------------------------------------
+# features
+# ---------------------------------------------------------------------------
+@features_app.command("list")
+def features_list(as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")):
+    """Every feature: name, category, lookback, description."""
+    from .commands import features as cmd
+    cmd.list_features(as_json)
+
+
+@features_app.command("compute")
+def features_compute(
+    bars: Path = typer.Option(..., help="bars file (csv, csv.gz or parquet)"),
+    out: Path = typer.Option(..., help="output parquet file"),
+    fundamentals: Optional[Path] = typer.Option(None, help="fundamentals file"),
+    securities: Optional[Path] = typer.Option(None, help="securities file (GICS sectors)"),
+    alt: Optional[Path] = typer.Option(None, help="alternative data, long format date,symbol,field,value"),
+    symbols: Optional[int] = typer.Option(None, help="keep only N symbols"),
+    lag_days: int = typer.Option(90, help="fundamentals reporting lag when the file has no publish date"),
+):
+    """Compute every feature with the batch evaluator and write a parquet file."""
+    from .commands import features as cmd
+    cmd.compute(bars, out, fundamentals, securities, alt, symbols, lag_days)
+
+
+@features_app.command("parity")
+def features_parity(
+    bars: Path = typer.Option(..., help="bars file"),
+    symbols: Optional[int] = typer.Option(50, help="number of symbols (0 = all)"),
+    fundamentals: Optional[Path] = typer.Option(None),
+    securities: Optional[Path] = typer.Option(None),
+    alt: Optional[Path] = typer.Option(None),
+    rtol: float = typer.Option(1e-9, help="relative tolerance"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON report"),
+):
+    """Feed the data bar by bar through the incremental evaluator and compare with batch."""
+    from .commands import features as cmd
+    cmd.parity(bars, symbols, fundamentals, securities, alt, rtol, as_json)
+
+
+@data_app.command("quality")
+def data_quality(bars: Path = typer.Option(..., help="bars file"),
+                 as_json: bool = typer.Option(False, "--json")):
+    """Data-quality report of a bars file (NaN, bad prices, jumps, stale rows, gaps)."""
+    from .commands import features as cmd
+    cmd.quality(bars, as_json)
+
+
+# ---------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    days: Optional[int] = typer.Option(None, help="replay only the first N trading days"),
+    symbols: Optional[int] = typer.Option(None, help="limit to N symbols"),
+    data: Optional[Path] = typer.Option(None, help="data directory (default: shipped dev data)"),
+    workdir: Path = typer.Option(Path(".technic"), help="working directory (registry, broker data)"),
+    batch_only: bool = typer.Option(False, "--batch-only", help="skip the stream; print the batch feature/label summary"),
+):
+    """The main job: train if needed, start the embedded broker and the worker, replay, show live scores."""
+    from .commands import demo as cmd
+    cmd.run(days=days, symbols=symbols, data=data or default_data_dir(), workdir=workdir, batch_only=batch_only)
+
+
+def _register_optional() -> None:
+    """Sub-commands that live in their own modules (research, registry, online)."""
+    try:
+        from .commands import research
+    except ImportError:  # pragma: no cover - module not present in a partial checkout
+        return
+    research.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except TechnicError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as e:  # typer's own exits
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code or 0)
+    except Exception as e:  # click usage errors
+        import click
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

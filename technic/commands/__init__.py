@@ -1,0 +1,1 @@
+"""Implementations behind the CLI commands (kept out of cli.py, which only parses)."""
