@@ -32,6 +32,10 @@ from technic.errors import TechnicError
 
 ENV_BOOTSTRAP = "TECHNIC_BOOTSTRAP"
 LOG_NAME = "noida-broker.log"
+#: Written in the data dir while a broker runs, so other CLIs attach instead of starting a second one.
+STATE_NAME = "broker.json"
+#: Suggested fixed port for ``technic-stream broker`` (stable TECHNIC_BOOTSTRAP across runs).
+DEFAULT_PORT = 19092
 
 
 class BrokerError(TechnicError):
@@ -68,6 +72,19 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
         return False
+
+
+def running_broker(data_dir: str | os.PathLike) -> str | None:
+    """Bootstrap of a live embedded broker that owns ``data_dir`` (per its state file), else None."""
+    import json
+
+    try:
+        state = json.loads((Path(data_dir) / STATE_NAME).read_text())
+        pid, host, port = int(state["pid"]), state["host"], int(state["port"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return f"{host}:{port}" if port_in_use(port, host) else None
 
 
 def resolve_bootstrap(flag: str | None = None) -> str | None:
@@ -211,6 +228,11 @@ class EmbeddedBroker:
         if self.is_running():
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        other = running_broker(self.data_dir)
+        if other:
+            # Two brokers on one data dir would overwrite each other's snapshot.
+            raise BrokerError(f"a broker already runs on data dir {self.data_dir} at {other}; "
+                              f"use it (export {ENV_BOOTSTRAP}={other}) or stop it first")
         if self.port is None:
             self.port = free_port(self.host)
         elif port_in_use(self.port, self.host):
@@ -237,6 +259,7 @@ class EmbeddedBroker:
                 if self._proc.poll() is not None:
                     continue  # answered by someone else; the exit branch above reports it
                 self.startup_s = time.monotonic() - t0
+                self._write_state()
                 return self
             except Exception as exc:  # noqa: BLE001 - not ready yet
                 last = exc
@@ -281,8 +304,18 @@ class EmbeddedBroker:
         """Create topics explicitly (partitions + configs); existing ones are left alone."""
         return create_topics(self.bootstrap, specs)
 
+    def _write_state(self) -> None:
+        import json
+
+        state = {"pid": self.pid, "host": self.host, "port": self.port, "bootstrap": self.bootstrap}
+        (self.data_dir / STATE_NAME).write_text(json.dumps(state) + "\n")
+
     def _cleanup(self) -> None:
         atexit.unregister(self.stop)
+        try:
+            (self.data_dir / STATE_NAME).unlink()
+        except OSError:
+            pass
         self._proc = None
         if self._log is not None:
             self._log.close()
@@ -301,12 +334,14 @@ class EmbeddedBroker:
 
 def ensure_broker(data_dir: str | os.PathLike, port: int | None = None,
                   flag: str | None = None) -> tuple[str, EmbeddedBroker | None]:
-    """Bootstrap for a CLI: an external cluster if configured, else a started embedded broker.
+    """Bootstrap for a CLI: an external cluster if configured, else an embedded broker.
 
-    Returns ``(bootstrap, broker)``; ``broker`` is None when ``flag``/``$TECHNIC_BOOTSTRAP``
-    names an external cluster, otherwise the caller owns it and must ``stop()`` it.
+    Order: ``flag``/``$TECHNIC_BOOTSTRAP``; a live broker already serving ``data_dir``
+    (e.g. ``technic-stream broker`` in another terminal); else start one.
+    Returns ``(bootstrap, broker)``; ``broker`` is None unless this call started it,
+    in which case the caller owns it and must ``stop()`` it.
     """
-    external = resolve_bootstrap(flag)
+    external = resolve_bootstrap(flag) or running_broker(data_dir)
     if external:
         return external, None
     broker = EmbeddedBroker(data_dir, port=port).start()
@@ -324,7 +359,8 @@ def run_broker(data_dir: str | os.PathLike, port: int | None = None,
     def _on_signal(signum, frame):  # noqa: ARG001
         stop["flag"] = True
 
-    old = signal.signal(signal.SIGTERM, _on_signal)
+    # SIGINT too: a Ctrl-C (or a supervisor) must reach us even if SIGINT was ignored.
+    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         broker.start()
         if create:
@@ -341,7 +377,8 @@ def run_broker(data_dir: str | os.PathLike, port: int | None = None,
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         broker.stop()
     print("broker stopped (data saved)", flush=True)
     return 0

@@ -122,6 +122,21 @@ def test_start_failure_reports_log_tail(tmp_path):
     assert not b.is_running()
 
 
+def test_second_broker_on_same_data_dir_refused_and_cli_attaches(tmp_path, monkeypatch):
+    if resolve_bootstrap():
+        pytest.skip("needs the embedded broker")
+    with EmbeddedBroker(tmp_path) as b:
+        with pytest.raises(BrokerError, match="already runs"):
+            EmbeddedBroker(tmp_path).start()
+        assert ensure_broker(tmp_path) == (b.bootstrap, None)  # attaches, starts nothing
+    assert not (tmp_path / "broker.json").exists()
+    bootstrap, started = ensure_broker(tmp_path)
+    try:
+        assert started is not None and started.is_running() and bootstrap == started.bootstrap
+    finally:
+        started.stop()
+
+
 def test_ensure_broker_prefers_external(monkeypatch, tmp_path):
     monkeypatch.setenv("TECHNIC_BOOTSTRAP", "kafka1:9092")
     assert resolve_bootstrap() == "kafka1:9092"
