@@ -169,3 +169,23 @@ def test_deadletter_record_truncates_and_validates():
 def test_record_error_rejects_unknown_code():
     with pytest.raises(ValueError):
         RecordError("bogus", "x")
+
+
+def test_topic_specs_env_overrides(monkeypatch):
+    from stream import topics_config as tc
+    monkeypatch.setenv("TECHNIC_TOPIC_PREFIX", "demo.")
+    monkeypatch.setenv("TECHNIC_PARTITIONS", "4")
+    specs = {s.kind: s for s in tc.topic_specs()}
+    assert specs["bars"].name == "demo.bars" and specs["bars"].partitions == 4
+    assert specs["control"].partitions == 1 and specs["control"].configs["cleanup.policy"] == "delete"
+    assert tc.topic_specs(partitions=2, prefix="x.")[0].name == "x.bars"
+    monkeypatch.setenv("TECHNIC_PARTITIONS", "0")
+    with pytest.raises(ValueError, match="TECHNIC_PARTITIONS"):
+        tc.topic_specs()
+    with pytest.raises(ValueError, match="unknown topic kind"):
+        tc.topic_name("nope")
+
+
+def test_bool_is_not_a_number():
+    with pytest.raises(RecordError, match="close"):
+        decode("bars", encode({**BAR, "close": True}), now=NOW)
