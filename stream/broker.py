@@ -28,6 +28,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Iterable
 
+from stream.topics_config import create_topics, create_topics_async  # noqa: F401 (re-export)
 from technic.errors import TechnicError
 
 ENV_BOOTSTRAP = "TECHNIC_BOOTSTRAP"
@@ -137,43 +138,6 @@ def wait_ready(bootstrap: str, timeout_s: float = 30.0) -> float:
             last = exc
             time.sleep(0.05)
     raise BrokerError(f"Kafka broker at {bootstrap} not ready after {timeout_s:.0f}s: {last!r}")
-
-
-async def create_topics_async(bootstrap: str, specs: Iterable) -> list[str]:
-    """Create topics from specs (objects with name, partitions, configs); return names created.
-
-    Topics that already exist are left alone (idempotent); any other error raises.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    specs = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(s.name, int(s.partitions), int(getattr(s, "replication_factor", 1)),
-                        topic_configs=dict(getattr(s, "configs", {}) or {}))
-               for s in specs if s.name not in existing]
-        if not new:
-            return []
-        resp = await admin.create_topics(new)
-        created, errors = [], []
-        for err in resp.topic_errors:
-            name, code, msg = err[0], err[1], (err[2] if len(err) > 2 else None)
-            if code == 0:
-                created.append(name)
-            elif code != 36:  # 36 = TOPIC_ALREADY_EXISTS (a racing creator)
-                errors.append(f"{name}: error {code} {msg or ''}".strip())
-        if errors:
-            raise BrokerError("could not create topics: " + "; ".join(errors))
-        return created
-    finally:
-        await admin.close()
-
-
-def create_topics(bootstrap: str, specs: Iterable) -> list[str]:
-    """Synchronous :func:`create_topics_async` for CLIs and tests."""
-    return asyncio.run(create_topics_async(bootstrap, specs))
 
 
 class EmbeddedBroker:

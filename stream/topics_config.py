@@ -3,7 +3,8 @@
 Why a separate module: the broker launcher (which creates topics explicitly, because
 the embedded broker auto-creates topics with a single partition), the Faust topic
 declarations (`stream/topics.py`) and the CLIs all need the same names, partition
-counts and configs. Nothing here imports Faust or aiokafka.
+counts and configs. aiokafka is imported lazily, only by :func:`create_topics`, which
+works against the embedded broker and a real cluster alike.
 
 Names are ``<prefix><kind>`` with the prefix from ``TECHNIC_TOPIC_PREFIX`` (default
 ``"technic."``), so two demos can share one broker. The partition count defaults to 1
@@ -13,8 +14,12 @@ Names are ``<prefix><kind>`` with the prefix from ``TECHNIC_TOPIC_PREFIX`` (defa
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field, replace
+from typing import Iterable
+
+from technic.errors import TechnicError
 
 DEFAULT_PREFIX = "technic."
 DAY_MS = 24 * 3600 * 1000
@@ -29,6 +34,10 @@ DEADLETTER = "deadletter"
 CONTROL = "control"
 
 KINDS = (BARS, FUNDAMENTALS, ALT, SCORES, ALERTS, DEADLETTER, CONTROL)
+
+
+class TopicCreationError(TechnicError):
+    """The cluster refused to create a topic (other than "already exists")."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,57 @@ def spec_for(kind: str, partitions: int | None = None, prefix: str | None = None
 def with_partitions(specs: list[TopicSpec], partitions: int) -> list[TopicSpec]:
     """Copy of ``specs`` with the partitioned topics set to ``partitions``."""
     return [replace(s, partitions=partitions) if _TABLE[s.kind][3] else s for s in specs]
+
+
+async def create_topics_async(bootstrap: str, specs: Iterable) -> list[str]:
+    """Create topics from specs (objects with name, partitions, configs); return names created.
+
+    Topics that already exist are left alone (idempotent) provided their partition
+    count matches the spec; a mismatch (e.g. a topic auto-created with 1 partition by an
+    early producer) raises, because keyed routing and table recovery depend on it.
+    Any other broker error raises too.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    specs = list(specs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        have = [s for s in specs if s.name in existing]
+        if have:
+            wrong = []
+            for desc in await admin.describe_topics([s.name for s in have]):
+                want = next(int(s.partitions) for s in have if s.name == desc["topic"])
+                got = len(desc.get("partitions") or [])
+                if got != want:
+                    wrong.append(f"{desc['topic']} has {got} partitions, spec wants {want}")
+            if wrong:
+                raise TopicCreationError("existing topics do not match their specs: " + "; ".join(wrong)
+                                         + " (delete and recreate them, or change the partition count)")
+        new = [NewTopic(s.name, int(s.partitions), int(getattr(s, "replication_factor", 1)),
+                        topic_configs=dict(getattr(s, "configs", {}) or {}))
+               for s in specs if s.name not in existing]
+        if not new:
+            return []
+        resp = await admin.create_topics(new)
+        created, errors = [], []
+        for err in resp.topic_errors:
+            name, code, msg = err[0], err[1], (err[2] if len(err) > 2 else None)
+            if code == 0:
+                created.append(name)
+            elif code != 36:  # 36 = TOPIC_ALREADY_EXISTS (a racing creator)
+                errors.append(f"{name}: error {code} {msg or ''}".strip())
+        if errors:
+            raise TopicCreationError("could not create topics: " + "; ".join(errors))
+        return created
+    finally:
+        await admin.close()
+
+
+def create_topics(bootstrap: str, specs: Iterable) -> list[str]:
+    """Synchronous :func:`create_topics_async` for CLIs and tests."""
+    return asyncio.run(create_topics_async(bootstrap, specs))
 
 
 #: Specs evaluated at import time with the environment of that moment.

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from stream.broker import (EmbeddedBroker, BrokerError, ensure_broker, resolve_bootstrap)
-from stream.topics_config import TopicSpec, topic_specs
+from stream.topics_config import TopicCreationError, TopicSpec, topic_specs
 
 pytestmark = pytest.mark.broker
 N = 1000
@@ -67,6 +67,8 @@ def test_create_topics_with_partitions(broker, unique_prefix):
     assert broker.create_topics(specs) == []  # idempotent
     assert asyncio.run(_partitions(broker.bootstrap, unique_prefix + "bars")) == 3
     assert asyncio.run(_partitions(broker.bootstrap, unique_prefix + "control")) == 1
+    with pytest.raises(TopicCreationError, match="spec wants 5"):
+        broker.create_topics(topic_specs(partitions=5, prefix=unique_prefix))
 
 
 def test_round_trip_1000_messages(broker, unique_prefix):
