@@ -120,9 +120,12 @@ def sanity_check_bar(rec: dict, now: datetime | None = None,
                      max_future: timedelta = DEFAULT_MAX_FUTURE) -> dict:
     """Reject economically impossible bars with RecordError("sanity", ...).
 
-    Checks: finite numbers, all given prices > 0, high >= low, open/close within
-    [low, high] (tolerance 1e-9 relative), volume >= 0, ts parseable and not more
-    than ``max_future`` ahead of ``now`` (default: wall clock).
+    Checks: finite numbers, all given prices > 0, high >= low (tolerance 1e-9
+    relative), volume >= 0, ts parseable and not more than ``max_future`` ahead
+    of ``now`` (default: wall clock). An open or close outside [low, high] is
+    kept, as in the batch cleaning policy (``technic.data.quality.POLICY``):
+    real feeds print such bars and the batch path keeps them, so rejecting
+    them here would make stream and batch disagree.
     """
     sym = rec.get("symbol", "?")
     prices = {k: rec.get(k) for k in ("open", "high", "low", "close")}
@@ -140,14 +143,6 @@ def sanity_check_bar(rec: dict, now: datetime | None = None,
         tol = PRICE_TOL * max(abs(hi), 1.0)
         if hi < lo - tol:
             raise RecordError("sanity", f"bar {sym} field high: high {hi!r} < low {lo!r}")
-    for k in ("open", "close"):
-        v = prices[k]
-        if v is None:
-            continue
-        if hi is not None and v > hi + PRICE_TOL * max(abs(hi), 1.0):
-            raise RecordError("sanity", f"bar {sym} field {k}: {v!r} above high {hi!r}")
-        if lo is not None and v < lo - PRICE_TOL * max(abs(lo), 1.0):
-            raise RecordError("sanity", f"bar {sym} field {k}: {v!r} below low {lo!r}")
     try:
         ts = parse_ts(rec["ts"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -1,0 +1,176 @@
+"""`technic-stream ...`: broker, worker, publish, tail, parity. Parses and calls.
+
+Every command talks to ``--bootstrap`` or ``$TECHNIC_BOOTSTRAP`` when given (a
+real cluster: no embedded broker starts); otherwise to the embedded broker of
+``--broker-dir``, started on demand (or already running from
+``technic-stream broker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from technic.errors import TechnicError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technic streaming scorer (Faust on Kafka).")
+BROKER_DIR = Path(os.environ.get("TECHNIC_BROKER_DIR", ".technic/broker"))
+BootstrapOpt = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers (else $TECHNIC_BOOTSTRAP, else embedded)")
+BrokerDirOpt = typer.Option(BROKER_DIR, "--broker-dir", help="data dir of the embedded broker")
+
+
+def _bootstrap(bootstrap: str | None, broker_dir: Path):
+    from .broker import ensure_broker
+    from .topics_config import topic_specs
+    boot, broker = ensure_broker(broker_dir, flag=bootstrap)
+    from .topics_config import create_topics
+    create_topics(boot, topic_specs())
+    return boot, broker
+
+
+@app.command("broker")
+def broker_cmd(broker_dir: Path = BrokerDirOpt, port: Optional[int] = typer.Option(None, help="port (default: free)"),
+               partitions: Optional[int] = typer.Option(None, help="partitions of symbol-keyed topics")):
+    """Run the embedded Kafka-protocol broker (noida-db) in the foreground; creates the topics."""
+    from .broker import run_broker
+    raise SystemExit(run_broker(broker_dir, port=port, partitions=partitions))
+
+
+@app.command("worker")
+def worker_cmd(
+    bootstrap: Optional[str] = BootstrapOpt, broker_dir: Path = BrokerDirOpt,
+    registry: Optional[Path] = typer.Option(None, help="model registry (else $TECHNIC_REGISTRY or ./registry)"),
+    securities: Optional[Path] = typer.Option(None, help="securities file for GICS sectors (default: shipped data)"),
+    web_port: int = typer.Option(6066, help="port of the health/metrics web server (bound to 127.0.0.1)"),
+    grace: float = typer.Option(2.0, help="seconds without new bars after which a timestamp is closed"),
+    top_k: int = typer.Option(5, help="feature contributions per score (0 = off)"),
+    app_id: str = typer.Option("technic-worker", help="consumer group / Faust app id"),
+    datadir: Path = typer.Option(Path(".technic/worker"), help="worker data directory"),
+    log_json: bool = typer.Option(True, "--log-json/--log-text", help="structured JSON logs or human-readable"),
+):
+    """Run the scoring worker: catch up from the input topics, then consume live."""
+    from .app import WorkerSettings
+    from .logs import setup_logging
+    from .pipeline import PipelineConfig
+    from .worker import run_worker
+    setup_logging(log_json)
+    boot, broker = _bootstrap(bootstrap, broker_dir)
+    settings = WorkerSettings(bootstrap=boot, app_id=app_id, web_port=web_port, datadir=str(datadir))
+    try:
+        run_worker(settings, registry_root=_registry(registry), sectors=_sectors(securities),
+                   pipeline_config=PipelineConfig(grace_s=grace, top_k=top_k))
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+@app.command("publish")
+def publish_cmd(
+    bars: Path = typer.Option(..., help="bars file (Kaggle format csv/csv.gz/parquet)"),
+    fundamentals: Optional[Path] = typer.Option(None), alt: Optional[Path] = typer.Option(None),
+    rate: Optional[float] = typer.Option(None, help="bars per second (default: as fast as possible)"),
+    symbols: Optional[int] = typer.Option(None, help="first N symbols"),
+    days: Optional[int] = typer.Option(None, help="first N trading days"),
+    bootstrap: Optional[str] = BootstrapOpt, broker_dir: Path = BrokerDirOpt,
+):
+    """Replay a bars file (and fundamentals/alt) onto the input topics in event-time order."""
+    from technic.commands.features import load_inputs
+    from technic.commands.progress import progress_bar
+    from .publisher import alt_records, bar_records, fundamental_records, publish
+    b, f, _, a = load_inputs(bars, fundamentals, None, alt, symbols)
+    if days:
+        keep = sorted(b["date"].unique())[:days]
+        b = b[b["date"].isin(keep)]
+    boot, broker = _bootstrap(bootstrap, broker_dir)
+    try:
+        side = list(fundamental_records(f)) + list(alt_records(a))
+        st1 = asyncio.run(publish(boot, side)) if side else {"sent": 0}
+        recs = list(bar_records(b))
+        window = max(1, int(rate / 20)) if rate else 5000
+        with progress_bar(len(recs), "bars") as tick:
+            st2 = asyncio.run(publish(boot, recs, rate=rate, window=window, progress=tick))
+        print(json.dumps({"side_records": st1["sent"], "bars": st2["sent"], "seconds": st2["seconds"],
+                          "retries": st2["retries"], "bootstrap": boot}))
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+@app.command("tail")
+def tail_cmd(topic: str = typer.Argument(..., help="topic kind (scores, alerts, deadletter, ...) or full name"),
+             as_json: bool = typer.Option(False, "--json", help="one JSON record per line"),
+             from_beginning: bool = typer.Option(False, "--from-beginning"),
+             limit: Optional[int] = typer.Option(None, help="stop after N records"),
+             timeout: Optional[float] = typer.Option(None, help="stop after N seconds without records"),
+             bootstrap: Optional[str] = BootstrapOpt, broker_dir: Path = BrokerDirOpt):
+    """Print records of a topic as they arrive (pretty, or --json)."""
+    from .tail import tail
+    boot, broker = _bootstrap(bootstrap, broker_dir)
+    try:
+        asyncio.run(tail(boot, topic, as_json=as_json, from_beginning=from_beginning, limit=limit, idle_s=timeout))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+@app.command("parity")
+def parity_cmd(days: int = typer.Option(60, help="trading days to replay"),
+               symbols: int = typer.Option(100, help="number of symbols"),
+               as_json: bool = typer.Option(False, "--json"),
+               data: Optional[Path] = typer.Option(None, help="data directory (default: shipped dev data)"),
+               registry: Optional[Path] = typer.Option(None, help="registry with a promoted model "
+                                                       "(default: a quick model trained in a temp registry)"),
+               bootstrap: Optional[str] = BootstrapOpt):
+    """Replay N days x M symbols through the real broker and worker; compare every score with batch."""
+    from .parity import run_stream_parity
+    rep = run_stream_parity(days=days, symbols=symbols, data=data, registry=registry, bootstrap=bootstrap)
+    print(json.dumps(rep, indent=None if as_json else 1))
+    if rep["n_missing"] or rep["n_conflicting"] or rep["max_abs_diff"] > 1e-6:
+        raise SystemExit(1)
+
+
+def _registry(path: Path | None):
+    return str(path) if path else os.environ.get("TECHNIC_REGISTRY", "registry")
+
+
+def _sectors(securities: Path | None):
+    from technic.data import load_securities, sector_map
+    if securities is None:
+        try:
+            from technic.paths import data_dir, dev_files
+            securities = dev_files(data_dir()).get("securities")
+        except TechnicError:
+            return None
+    return sector_map(load_securities(securities)) if securities else None
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except TechnicError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except SystemExit:
+        raise
+    except Exception as e:
+        import click
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,84 @@
+"""Which model scores: the promoted registry version, hot-reloaded between timestamps.
+
+A control message (``model_promoted``/``reload``) or a promotion seen by
+polling the registry loads the new version *next to* the current one (its
+checksums verified by the registry); the pipeline switches at the next
+timestamp boundary, so one timestamp is never scored by two models.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from technic.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+
+def _default_loader(root, version):
+    from technic.models.scoring import load_scorer
+    return load_scorer(root, version)
+
+
+class ModelSource:
+    """Holds the current scorer and a pending one to switch to at the next timestamp."""
+
+    def __init__(self, registry_root: str | Path | None, version: str | None = None,
+                 loader: Callable[[Any, str | None], Any] | None = None, scorer: Any = None):
+        self.root = registry_root
+        self.loader = loader or _default_loader
+        self.current = scorer
+        self.pending = None
+        self._token = None
+        if self.current is None and registry_root is not None:
+            try:
+                self.current = self.loader(registry_root, version)
+            except RegistryError as e:
+                log.warning("no model loaded: %s", e)
+        self._token = self._watch_token()
+
+    @property
+    def version(self) -> str | None:
+        return getattr(self.current, "version", None)
+
+    def request(self, version: str | None) -> str:
+        """Load ``version`` (None = promoted) to take effect at the next timestamp.
+
+        Raises ``RegistryError`` for an unknown or tampered version; the
+        current model keeps scoring.
+        """
+        if self.root is None:
+            raise RegistryError("no registry configured: cannot load a model version")
+        scorer = self.loader(self.root, version)
+        if scorer.version != self.version:
+            self.pending = scorer
+        return scorer.version
+
+    def poll_registry(self) -> str | None:
+        """If the registry's promoted version changed, queue it; return it (else None)."""
+        token = self._watch_token()
+        if token is None or token == self._token:
+            return None
+        self._token = token
+        promoted = token[1]
+        if promoted and promoted != self.version:
+            return self.request(promoted)
+        return None
+
+    def at_boundary(self) -> str | None:
+        """Switch to the pending model (called before scoring a timestamp); return new version."""
+        if self.pending is None:
+            return None
+        self.current, self.pending = self.pending, None
+        return self.current.version
+
+    def _watch_token(self):
+        if self.root is None:
+            return None
+        try:
+            from technic.registry import Registry
+            return tuple(Registry(self.root).watch_token())
+        except Exception:  # registry missing or unreadable: nothing to watch
+            return None

@@ -1,0 +1,304 @@
+"""The scoring pipeline: what the worker does with each record, free of Faust.
+
+Records come in as raw bytes with their origin (topic, partition, offset);
+results go out as ``Output(kind, key, value)`` for the caller to send. The
+same object is driven by the Faust agents, by the start-up catch-up replay and
+by tests, so the behaviour under test is the behaviour in production.
+
+Per bar:
+1. decode + JSON-Schema + sanity checks, else dead-letter with the reason;
+2. idempotency by the publisher's per-symbol sequence number: ``seq`` at or
+   below the last accepted one is a redelivery, skipped and counted; a bar
+   whose timestamp is not after the symbol's last one (with a new seq) is
+   dead-lettered as duplicate/out-of-order; a bar for a timestamp already
+   scored is dead-lettered as late; a jump in ``seq`` raises a ``data_gap``
+   alert;
+3. buffered under its bar timestamp.
+
+A timestamp closes when every active symbol has delivered a bar at or after
+it (universe complete; for the very first timestamp, only once a later bar
+shows the first one is over), or when no bar for it arrived for ``grace_s`` seconds
+(watermark grace; symbols that missed it become inactive until they deliver
+again). Closing runs the incremental feature engine for all its symbols in one
+vectorized call, the market and cross-sectional stages, and the model, and
+emits one score per symbol keyed by (symbol, timestamp, model version).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from technic.errors import OrderError, RegistryError
+from technic.features import registry as R
+from technic.features.cross_section import cs_rank
+from technic.features.incremental import NAT, FeatureEngine, to_ns
+
+from .alerts import AlertGate, make_alert
+from .codecs import RecordError, decode, deadletter_record, parse_ts, utc_now_iso
+from .models import ModelSource
+
+BAR_KEYS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass
+class Output:
+    kind: str           # scores | alerts | deadletter
+    key: bytes | None
+    value: dict
+
+
+@dataclass
+class PipelineConfig:
+    grace_s: float = 2.0          # close a timestamp after this long without new bars for it
+    top_k: int = 5                # feature contributions per score (0 = none)
+    max_payload: int = 65536
+    alert_cooldown: int = 20      # timestamps between repeats of one alert
+    extreme_return: float = 0.4   # |1-bar return| above this raises an alert
+
+
+@dataclass
+class Stats:
+    bars_in: int = 0
+    bars_applied: int = 0
+    redelivered: int = 0
+    scores_out: int = 0
+    timestamps_closed: int = 0
+    gaps: int = 0
+    deadletter: Counter = field(default_factory=Counter)
+    alerts: Counter = field(default_factory=Counter)
+    latency_s: list = field(default_factory=list)  # bar receive -> score ready, sampled
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "latency_s"}
+        d["deadletter"] = dict(self.deadletter)
+        d["alerts"] = dict(self.alerts)
+        return d
+
+
+def ts_string(t_ns: int) -> str:
+    """ISO string of a bar timestamp: a date when it is midnight, else a UTC datetime."""
+    d = np.datetime64(t_ns, "ns")
+    if t_ns % 86_400_000_000_000 == 0:
+        return str(d.astype("datetime64[D]"))
+    return str(d.astype("datetime64[ms]")) + "Z"
+
+
+class ScoringPipeline:
+    """Per-symbol incremental state + per-timestamp cross-section + model scoring."""
+
+    def __init__(self, models: ModelSource, sectors: Mapping[str, str] | None = None,
+                 config: PipelineConfig | None = None, clock=time.time):
+        self.cfg = config or PipelineConfig()
+        self.models = models
+        self.engine = FeatureEngine(sectors=sectors, capacity=512)
+        self.clock = clock
+        self.pending: dict[int, dict[str, tuple[dict, float]]] = {}
+        self.last_arrival: dict[int, float] = {}
+        self.seen_ts: dict[str, int] = {}
+        self.seen_seq: dict[str, int] = {}
+        self.active: set[str] = set()
+        self.last_closed = NAT
+        self.max_seen = NAT
+        self.suppress_until = NAT       # do not emit scores at or before this ts (catch-up)
+        self.stats = Stats()
+        self.gate = AlertGate(self.cfg.alert_cooldown)
+        self._feature_index = {n: i for i, n in enumerate(R.FEATURE_NAMES)}
+        self._ret_col = self._feature_index["ret_1"]
+
+    # -- inputs -------------------------------------------------------------------
+    def on_bar(self, raw: bytes, topic: str = "bars", partition: int | None = None,
+               offset: int | None = None, received: float | None = None) -> list[Output]:
+        self.stats.bars_in += 1
+        received = self.clock() if received is None else received
+        try:
+            rec = decode("bars", raw, max_bytes=self.cfg.max_payload)
+        except RecordError as e:
+            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
+        sym, seq = rec["symbol"], int(rec["seq"])
+        t = to_ns(parse_ts(rec["ts"]).replace(tzinfo=None))
+        if seq <= self.seen_seq.get(sym, -1):
+            self.stats.redelivered += 1
+            return []
+        last = self.seen_ts.get(sym, NAT)
+        if t <= last:
+            code = "duplicate" if t == last else "out_of_order"
+            return [self._dead(code, f"bar {sym} at {rec['ts']} is not after its last bar at {ts_string(last)} "
+                                     f"(seq {seq})", topic, partition, offset, raw)]
+        if t <= self.last_closed:
+            return [self._dead("out_of_order", f"late bar {sym} at {rec['ts']}: timestamp already scored "
+                                               f"(last closed {ts_string(self.last_closed)})",
+                               topic, partition, offset, raw)]
+        out = []
+        prev_seq = self.seen_seq.get(sym)
+        if prev_seq is not None and seq > prev_seq + 1:
+            self.stats.gaps += 1
+            out += self._alert("data_gap", "warning", "missing_seq", seq - prev_seq - 1, 0, None,
+                               rec["ts"], f"{sym}: {seq - prev_seq - 1} bar(s) missing before seq {seq} "
+                                          f"(last seq {prev_seq})", symbol=sym)
+        self.seen_seq[sym] = seq
+        self.seen_ts[sym] = t
+        self.max_seen = max(self.max_seen, t)
+        self.active.add(sym)
+        self.pending.setdefault(t, {})[sym] = (rec, received)
+        self.last_arrival[t] = received
+        return out
+
+    def on_fundamental(self, raw: bytes, topic="fundamentals", partition=None, offset=None) -> list[Output]:
+        try:
+            rec = decode("fundamentals", raw, max_bytes=self.cfg.max_payload)
+            self.engine.add_fundamental(rec["symbol"], rec["available_from"], rec["period_end"], rec["fields"])
+        except RecordError as e:
+            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
+        except (ValueError, TypeError) as e:
+            return [self._dead("sanity", f"fundamentals: {e}", topic, partition, offset, raw)]
+        return []
+
+    def on_alt(self, raw: bytes, topic="alt", partition=None, offset=None) -> list[Output]:
+        try:
+            rec = decode("alt", raw, max_bytes=self.cfg.max_payload)
+            self.engine.add_alt(rec["symbol"], parse_ts(rec["ts"]).replace(tzinfo=None), rec["field"], rec["value"])
+        except RecordError as e:
+            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
+        except (ValueError, TypeError) as e:
+            return [self._dead("sanity", f"alt: {e}", topic, partition, offset, raw)]
+        return []
+
+    def on_control(self, raw: bytes, topic="control", partition=None, offset=None) -> list[Output]:
+        try:
+            rec = decode("control", raw, max_bytes=self.cfg.max_payload)
+        except RecordError as e:
+            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
+        if rec["type"] in ("model_promoted", "reload"):
+            try:
+                v = self.models.request(rec.get("model_version"))
+            except RegistryError as e:
+                return [self._dead("unknown_model", str(e), topic, partition, offset, raw)]
+            return self._alert("model_reload", "info", "model_version", None, None, None,
+                               rec["at"], f"model {v} will score from the next timestamp")
+        return []
+
+    # -- closing timestamps --------------------------------------------------------
+    def poll(self, now: float | None = None) -> list[Output]:
+        """Close every timestamp that is complete or past its grace period, in order."""
+        now = self.clock() if now is None else now
+        out: list[Output] = []
+        while self.pending:
+            t = min(self.pending)
+            floor = min((self.seen_ts.get(s, NAT) for s in self.active), default=NAT)
+            # complete: every active symbol delivered t, and either a later bar was seen
+            # (watermark) or a previous timestamp fixed the universe (not the very first one)
+            if floor >= t and (self.max_seen > t or self.last_closed != NAT):
+                out += self._close(t)
+            elif now - self.last_arrival[t] >= self.cfg.grace_s:
+                missing = sorted(s for s in self.active if self.seen_ts.get(s, NAT) < t)
+                self.active.difference_update(missing)
+                for s in missing:
+                    out += self._alert("stale_symbol", "warning", "bars_missing", 1, 0, None, ts_string(t),
+                                       f"{s}: no bar for {ts_string(t)} within {self.cfg.grace_s}s grace; "
+                                       f"inactive until it delivers again", symbol=s)
+                out += self._close(t)
+            else:
+                break
+        return out
+
+    def flush(self) -> list[Output]:
+        """Close all pending timestamps now (end of a bounded replay)."""
+        out = []
+        while self.pending:
+            t = min(self.pending)
+            self.active = {s for s in self.active if self.seen_ts.get(s, NAT) >= t} | set(self.pending[t])
+            out += self._close(t)
+        return out
+
+    def _close(self, t: int) -> list[Output]:
+        bucket = self.pending.pop(t)
+        self.last_arrival.pop(t, None)
+        syms = sorted(bucket)
+        recs = [bucket[s][0] for s in syms]
+        bars = {k: np.array([np.nan if r.get(k) is None else r[k] for r in recs], dtype=np.float64)
+                for k in BAR_KEYS}
+        try:
+            names, feats = self.engine.process_timestamp(t, syms, bars, [r["seq"] for r in recs])
+        except OrderError as e:  # cannot happen after the checks in on_bar; never crash the worker
+            return [self._dead("out_of_order", str(e), "bars", None, None, b"")]
+        self.last_closed = t
+        self.stats.timestamps_closed += 1
+        self.stats.bars_applied += len(names)
+        out = self._data_quality(t, names, feats)
+        swapped = self.models.at_boundary()
+        if swapped:
+            out += self._alert("model_reload", "info", "model_version", None, None, None, ts_string(t),
+                               f"switched to model {swapped}")
+        scorer = self.models.current
+        if scorer is None or t <= self.suppress_until:
+            return out
+        out += self._score(t, names, feats, scorer, [bucket[s][1] for s in names])
+        return out
+
+    def _score(self, t, names, feats, scorer, received) -> list[Output]:
+        cols = [self._feature_index[f] for f in scorer.feature_names]
+        X = np.ascontiguousarray(feats[:, cols])
+        scores = scorer.score(X)
+        horizons = list(scorer.horizons)
+        primary = scores[horizons[0]]
+        pct = cs_rank(primary)
+        order = np.argsort(-np.nan_to_num(primary, nan=-np.inf), kind="mergesort")
+        rank = np.empty(len(names), np.int64)
+        rank[order] = np.arange(1, len(names) + 1)
+        contrib = scorer.contributions(X, self.cfg.top_k) if self.cfg.top_k else [[] for _ in names]
+        win = scorer.win_prob(X) if callable(getattr(scorer, "win_prob", None)) else None
+        ts = ts_string(t)
+        emit = utc_now_iso()
+        version = scorer.version
+        out = []
+        for i, sym in enumerate(names):
+            value = {
+                "symbol": sym, "ts": ts, "model_version": version,
+                "scores": {f"{h}d": float(scores[h][i]) for h in horizons},
+                "percentile": float(pct[i]) if np.isfinite(pct[i]) else 0.0,
+                "rank": int(rank[i]), "universe_size": len(names),
+                "top_contributions": [{"feature": f, "value": None if not np.isfinite(v) else float(v),
+                                       "contribution": float(c)} for f, v, c in contrib[i]],
+                "event_time": ts, "emit_time": emit, "key": f"{sym}|{ts}|{version}",
+            }
+            if win is not None:
+                value["win_prob"] = float(win[i])
+            out.append(Output("scores", sym.encode(), value))
+        now = self.clock()
+        self.stats.latency_s.extend(now - r for r in received[:: max(1, len(received) // 20)])
+        if len(self.stats.latency_s) > 100_000:
+            del self.stats.latency_s[:50_000]
+        self.stats.scores_out += len(out)
+        return out
+
+    def _data_quality(self, t, names, feats) -> list[Output]:
+        ret = feats[:, self._ret_col]
+        out = []
+        for i in np.flatnonzero(np.abs(np.nan_to_num(ret)) > self.cfg.extreme_return):
+            out += self._alert("extreme_return", "warning", "ret_1", ret[i], self.cfg.extreme_return, 1,
+                               ts_string(t), f"{names[i]}: 1-bar return {ret[i]:+.1%}", symbol=names[i])
+        return out
+
+    # -- helpers ---------------------------------------------------------------------
+    def _dead(self, code, reason, topic, partition, offset, raw) -> Output:
+        self.stats.deadletter[code] += 1
+        return Output("deadletter", None, deadletter_record(code, reason, topic, partition, offset, raw))
+
+    def _alert(self, type_, severity, metric, value, threshold, window, ts, message, symbol=None,
+               feature=None) -> list[Output]:
+        if not self.gate.allow((type_, symbol, feature), self.stats.timestamps_closed):
+            return []
+        self.stats.alerts[type_] += 1
+        rec = make_alert(type_, severity, metric, value, threshold, window, self.models.version, ts, message,
+                         symbol=symbol, feature=feature)
+        return [Output("alerts", (symbol or type_).encode(), rec)]
+
+    def status(self) -> dict[str, Any]:
+        return {"model_version": self.models.version, "pending_timestamps": len(self.pending),
+                "active_symbols": len(self.active), "last_closed": None if self.last_closed == NAT
+                else ts_string(self.last_closed), **self.stats.as_dict()}

@@ -1,0 +1,270 @@
+"""`technic-stream worker`: catch up from the input log, then run the Faust agents.
+
+State is a pure fold of the input topics, so recovery is a replay:
+
+1. **Catch-up.** Before Faust starts, the worker reads the fundamentals and
+   alt topics, then the bars topic, from the beginning to their current end
+   with a plain (group-less) consumer, feeding the same ``ScoringPipeline``.
+   Scores are suppressed up to the timestamp before the last one already on
+   the scores topic (that one is re-emitted whole: a crash may have cut it);
+   dead letters already on the dead-letter topic are not repeated.
+2. **Live.** The Faust agents consume from the group's committed offsets.
+   Every record at or below the offset the worker already handled (the
+   catch-up, or Faust's known restart off-by-ones, faust-streaming #48/#606)
+   is skipped and counted; a forward jump in offsets raises an alert.
+
+Results are therefore the same after a crash, a graceful restart or a forced
+redelivery, on any broker, without transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from .alerts import make_alert
+from .codecs import encode, parse_ts
+from .pipeline import Output, ScoringPipeline
+from .topics_config import topic_name
+
+log = logging.getLogger("technic.worker")
+
+
+@dataclass
+class OffsetLedger:
+    """Highest handled offset per (topic, partition): the worker's idempotency by position."""
+
+    handled: dict = field(default_factory=dict)
+    skipped: int = 0
+    gaps: list = field(default_factory=list)
+
+    def admit(self, topic: str, partition: int, offset: int) -> bool:
+        key = (topic, partition)
+        last = self.handled.get(key, -1)
+        if offset <= last:
+            self.skipped += 1
+            return False
+        if last >= 0 and offset > last + 1:
+            self.gaps.append((topic, partition, last, offset))
+        self.handled[key] = offset
+        return True
+
+
+class Router:
+    """Dispatches raw records of each topic kind to the pipeline, filtering repeats."""
+
+    def __init__(self, pipeline: ScoringPipeline):
+        self.pipeline = pipeline
+        self.ledger = OffsetLedger()
+        self.dlq_seen: dict[tuple[str, int], int] = {}
+        self.alerts_until = None
+        self.kinds = {topic_name(k): k for k in ("bars", "fundamentals", "alt", "control")}
+
+    def handle(self, topic: str, partition: int, offset: int, value: bytes, received: float | None = None) -> list[Output]:
+        if not self.ledger.admit(topic, partition, offset):
+            return []
+        kind = self.kinds.get(topic, topic)
+        p = self.pipeline
+        if kind == "bars":
+            return p.on_bar(value, topic, partition, offset, received)
+        if kind == "fundamentals":
+            return p.on_fundamental(value, topic, partition, offset)
+        if kind == "alt":
+            return p.on_alt(value, topic, partition, offset)
+        if kind == "control":
+            return p.on_control(value, topic, partition, offset)
+        return []
+
+    def keep(self, out: Output) -> bool:
+        """During catch-up, drop dead letters and alerts that were already emitted."""
+        if out.kind == "deadletter":
+            v = out.value
+            return v["offset"] is None or v["offset"] > self.dlq_seen.get((v["source_topic"], v["partition"]), -1)
+        if out.kind == "alerts" and self.alerts_until is not None:
+            return parse_ts(out.value["ts"]) > self.alerts_until
+        return True
+
+
+async def _read_all(bootstrap: str, topic: str, on_batch) -> int:
+    """Read a topic from the beginning to its end offsets (at call time) without a group.
+
+    ``on_batch(messages)`` is awaited for each fetched batch, in offset order per partition.
+    """
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                         auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
+    await c.start()
+    n = 0
+    try:
+        if topic not in await c.topics():  # also refreshes the metadata
+            return 0
+        parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return 0
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        while todo:
+            batch = await c.getmany(*todo, timeout_ms=1000, max_records=20000)
+            for tp, msgs in batch.items():
+                msgs = [m for m in msgs if m.offset < ends[tp]]
+                if msgs:
+                    await on_batch(msgs)
+                    n += len(msgs)
+            for tp in list(todo):
+                if await c.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await c.stop()
+    return n
+
+
+async def catch_up(bootstrap: str, router: Router, send) -> dict:
+    """Replay the input topics into the pipeline (see module docstring); return counts."""
+    t0 = time.time()
+    last_score = {"ts": None}
+
+    async def on_scores(msgs):
+        for m in msgs:
+            try:
+                ts = parse_ts(orjson.loads(m.value)["ts"])
+            except Exception:  # a foreign record on the scores topic: ignore it
+                continue
+            if last_score["ts"] is None or ts > last_score["ts"]:
+                last_score["ts"] = ts
+
+    async def on_dead(msgs):
+        for m in msgs:
+            try:
+                v = orjson.loads(m.value)
+                key = (v["source_topic"], v["partition"])
+                off = v["offset"] if v["offset"] is not None else -1
+                router.dlq_seen[key] = max(router.dlq_seen.get(key, -1), off)
+            except Exception:
+                continue
+
+    await _read_all(bootstrap, topic_name("scores"), on_scores)
+    await _read_all(bootstrap, topic_name("deadletter"), on_dead)
+    p = router.pipeline
+    if last_score["ts"] is not None:
+        from technic.features.incremental import to_ns
+        p.suppress_until = to_ns(last_score["ts"].replace(tzinfo=None)) - 1
+        router.alerts_until = last_score["ts"]
+    counts = {"scores_emitted": 0}
+
+    async def feed(msgs):
+        now = time.time()
+        outs: list[Output] = []
+        for m in msgs:
+            outs += router.handle(m.topic, m.partition, m.offset, m.value, now)
+        outs += p.poll()
+        outs = [o for o in outs if router.keep(o)]
+        counts["scores_emitted"] += sum(o.kind == "scores" for o in outs)
+        await send(outs)
+
+    for kind in ("fundamentals", "alt", "bars"):
+        counts[kind] = await _read_all(bootstrap, topic_name(kind), feed)
+    router.alerts_until = None
+    counts["seconds"] = round(time.time() - t0, 2)
+    return counts
+
+
+def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 2.0):
+    """Declare the agents, timers and web views of the worker on ``app``."""
+    p = router.pipeline
+
+    async def send(outs: list[Output]):
+        for o in outs:
+            await topics[o.kind].send(key=o.key, value=encode(o.value))
+
+    def admit_batch(events) -> list[Output]:
+        outs: list[Output] = []
+        now = time.time()
+        for ev in events:
+            m = ev.message
+            outs += router.handle(m.topic, m.partition, m.offset, ev.value, now)
+        return outs
+
+    @app.agent(topics["bars"], name="technic.bars_agent")
+    async def bars_agent(stream):
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            outs = admit_batch(events)
+            outs += p.poll()
+            await send(outs)
+
+    for kind in ("fundamentals", "alt", "control"):
+        def make(kind):
+            async def side_agent(stream):
+                async for events in stream.take_events(1000, within=0.05):
+                    await send(admit_batch(events))
+            side_agent.__name__ = f"{kind}_agent"
+            return side_agent
+        app.agent(topics[kind], name=f"technic.{kind}_agent")(make(kind))
+
+    gaps_reported = {"n": 0}
+
+    @app.timer(0.25)
+    async def close_idle_timestamps():
+        outs = p.poll()
+        new_gaps = router.ledger.gaps[gaps_reported["n"]:]
+        gaps_reported["n"] = len(router.ledger.gaps)
+        for topic, part, last, off in new_gaps:
+            outs.append(Output("alerts", b"offset_gap", make_alert(
+                "data_gap", "critical", "consumer_offset_gap", off - last - 1, 0, None, p.models.version,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                f"{topic}[{part}]: consumer jumped from offset {last} to {off}")))
+        await send(outs)
+
+    @app.timer(models_poll_s)
+    async def watch_registry():
+        try:
+            p.models.poll_registry()
+        except Exception as e:  # a broken registry must not stop scoring with the current model
+            log.warning("registry poll failed: %s", e)
+
+    @app.page("/health")
+    async def health(web, request):
+        return web.json({"status": "ok", **p.status(), "offsets_skipped": router.ledger.skipped})
+
+    return send
+
+
+def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None, model_version=None) -> None:
+    """Catch up, then run the Faust worker until SIGTERM/SIGINT."""
+    import faust
+    from aiokafka import AIOKafkaProducer
+
+    from .app import create_app
+    from .models import ModelSource
+    from .pipeline import ScoringPipeline
+
+    models = ModelSource(registry_root, model_version)
+    pipeline = ScoringPipeline(models, sectors=sectors, config=pipeline_config)
+    router = Router(pipeline)
+
+    async def _catch_up():
+        prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True,
+                                linger_ms=5, max_batch_size=512 * 1024)
+        await prod.start()
+        try:
+            async def send(outs):
+                futs = [await prod.send(topic_name(o.kind), key=o.key, value=encode(o.value)) for o in outs]
+                for f in futs:
+                    await f
+            return await catch_up(settings.bootstrap, router, send)
+        finally:
+            await prod.stop()
+
+    counts = asyncio.run(_catch_up())
+    log.warning("catch-up done: %s; model %s", counts, models.version)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app, topics = create_app(settings)
+    attach_agents(app, topics, router, settings)
+    worker = faust.Worker(app, loglevel=logging.WARNING, quiet=True)
+    worker.execute_from_commandline()
