@@ -40,7 +40,10 @@ def equal_weight_metrics(fwd_ret: pd.Series, horizon: int) -> dict:
     shp = [sharpe(b.values, ppy) for b in books if len(b) > 1]
     mdd = [max_drawdown(b.values) for b in books if len(b) > 1]
     nan = float("nan")
-    mean = lambda xs: float(np.nanmean(xs)) if xs else nan  # noqa: E731
+
+    def mean(xs):
+        xs = [x for x in xs if np.isfinite(x)]
+        return float(np.mean(xs)) if xs else nan
     return {
         "rank_ic_mean": nan, "rank_ic_std": nan, "rank_icir": nan, "rank_ic_tstat": nan,
         "rank_ic_nw_tstat": nan, "ic_mean": nan, "hit_rate": nan, "top_decile_hit_rate": nan,
