@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import TechnicError
+from .evaluation.tearsheet import to_jsonable
 from .features.registry import registry_hash
 from .labels import make_labels
 from .models.gbm import MODELS
@@ -107,15 +108,16 @@ def train_and_register(bars, fundamentals=None, securities=None, alt=None, *, re
                        "n_symbols": int(bars["symbol"].nunique()), "n_rows": int(len(bars))},
         "data_hash": data_hash(bars), "feature_names": names, "feature_registry_hash": registry_hash(),
         "horizons": [int(h) for h in cfg.horizons], "primary_horizon": primary, "candidate": cand_name,
-        "params": {k: v for k, v in vars(cfg).items()}, "models": spec["models"],
-        "fold_metrics": results["folds"],
-        "metrics_by_horizon": {str(h): m for h, m in summary.items()},
+        "params": to_jsonable(vars(cfg)), "models": spec["models"],
+        "fold_metrics": to_jsonable(results["folds"]),
+        "metrics_by_horizon": to_jsonable({str(h): m for h, m in summary.items()}),
         "selection_stability": {str(h): s["stability_jaccard"] for h, s in results["selection"].items()},
         "reference_distributions": reference_distributions(feats, names),
         "bootstrap_promotion": ("if the gate fails and the registry has no promoted version, this version "
                                 "is promoted anyway with reason 'bootstrap: empty registry' (demo only)")
         if promote_if_empty else None,
     }
+    cand, baselines = to_jsonable(cand), to_jsonable(baselines)
     version, decision = reg.submit(files, manifest, cand, baselines, gate_cfg or GateConfig())
     promoted = decision.passed
     if not decision.passed and promote_if_empty and was_empty and reg.promoted() is None:

@@ -113,8 +113,10 @@ def train_quick_model(bars, fundamentals=None, securities=None, registry_root=No
     from technic.research import BacktestConfig
     from technic.training import train_and_register
     n_dates = int(np.unique(np.asarray(bars["date"])).size)
-    cfg = BacktestConfig(horizons=tuple(int(h) for h in horizons), models=("lgbm",), test_days=63,
-                         min_train_days=int(min(252, max(40, n_dates // 2))), k_features=30,
-                         max_train_rows=60_000, n_estimators=150, early_stopping_rounds=20, shap_rows=500)
+    cfg = BacktestConfig(horizons=tuple(int(h) for h in horizons), models=("lgbm",), test_days=126,
+                         min_train_days=int(min(252, max(40, n_dates // 2))), k_features=25,
+                         max_train_rows=40_000, n_estimators=120, early_stopping_rounds=20, shap_rows=300,
+                         model_params={"lgbm": {"learning_rate": 0.05, "min_data_in_leaf": 200}},
+                         selector_params={"sample_rows": 5000, "mi_rows": 1000})
     return train_and_register(bars, fundamentals, securities, registry_root=registry_root, cfg=cfg, end=end,
                               promote_if_empty=promote_if_empty)["version"]

@@ -1,0 +1,164 @@
+"""Walk-forward research: fold hygiene, leakage probes, metrics.json, bad input, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from technic.data import clean_bars, load_bars, load_securities
+from technic.errors import TechnicError
+from technic.evaluation import metrics as M
+from technic.features.batch import compute_features
+from technic.labels import make_labels
+from technic.research import BacktestConfig, run_backtest, walk_forward
+
+FIX = Path(__file__).parent / "fixtures"
+REQUIRED = ["rank_ic_mean", "rank_ic_std", "rank_icir", "rank_ic_tstat", "ic_mean", "hit_rate",
+            "top_decile_hit_rate", "long_short_ann_return", "sharpe_net", "max_drawdown", "turnover", "n_days"]
+
+
+def small_cfg(**kw):
+    base = dict(horizons=(5,), models=("lgbm",), test_days=140, min_train_days=200, k_features=12,
+                max_train_rows=8000, n_estimators=30, early_stopping_rounds=10, shap_rows=200, n_threads=1,
+                selector_params={"sample_rows": 3000, "mi_rows": 800},
+                model_params={"lgbm": {"min_data_in_leaf": 100}, "xgb": {"min_child_weight": 100.0}})
+    base.update(kw)
+    return BacktestConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """40 symbols x 2.5 years cut from the dev data (tests/fixtures/bars_40x2y.csv.gz)."""
+    bars, _ = clean_bars(load_bars(FIX / "bars_40x2y.csv.gz"))
+    sec = load_securities(FIX / "securities_40.csv")
+    feats = compute_features(bars, None, sec)
+    labels = make_labels(bars, (5, 10))
+    return bars, sec, feats, labels
+
+
+@pytest.fixture(scope="module")
+def wf(data):
+    _, _, feats, labels = data
+    return walk_forward(feats, labels, small_cfg())
+
+
+def test_folds_are_purged_and_out_of_sample(wf):
+    for row in wf["folds"]:
+        gap = pd.bdate_range(row["train_end"], row["test_start"])
+        assert len(gap) - 2 >= 5          # >= purge (horizon) trading dates between train and test
+        assert row["train_end"] < row["test_start"]
+    h = wf["horizons"][5]
+    pred = h["models"]["lgbm"]["pred"]
+    first_test = min(r["test_start"] for r in wf["folds"])
+    assert pred.index.get_level_values(0).min() == first_test
+    assert pred.notna().mean() > 0.99
+    assert set(h["baselines"]) == {"momentum_12_1", "reversal_5", "equal_weight"}
+    assert 0.0 <= wf["selection"][5]["stability_jaccard"] <= 1.0
+
+
+def test_out_of_sample_rank_ic_is_not_suspiciously_high(wf):
+    """GUIDE section 3: daily RankIC above 0.15 out of sample means leakage."""
+    h = wf["horizons"][5]
+    for name, e in {**h["models"], **{k: v for k, v in h["baselines"].items() if v["pred"] is not None}}.items():
+        ic = M.daily_ic(e["pred"], h["labels"]["excess_5"], "spearman").mean()
+        assert abs(ic) < 0.15, f"{name}: out-of-sample RankIC {ic:.3f} > 0.15: leakage?"
+
+
+def test_shuffled_labels_give_zero_rank_ic(data):
+    """Shuffle the label within each date: any skill left would be leakage through features/folds."""
+    _, _, feats, labels = data
+    rng = np.random.default_rng(7)
+    shuffled = labels.copy()
+    for col in ("excess_5", "fwd_ret_5"):
+        v = shuffled[col].to_numpy().copy()
+        for d, pos in shuffled.groupby(level=0).indices.items():
+            v[pos] = v[rng.permutation(pos)]
+        shuffled[col] = v
+    res = walk_forward(feats, shuffled, small_cfg())
+    h = res["horizons"][5]
+    ic = M.daily_ic(h["models"]["lgbm"]["pred"], h["labels"]["excess_5"], "spearman")
+    s = M.ic_summary(ic, horizon=5)
+    assert abs(s["nw_tstat"]) < 3.0, s      # indistinguishable from 0
+    assert abs(s["mean"]) < 0.03, s
+
+
+def test_future_labels_cannot_change_past_predictions(data, wf):
+    """Perturbing labels from the last fold's test start onwards leaves earlier folds' predictions unchanged."""
+    _, _, feats, labels = data
+    last = wf["folds"][-1]["test_start"]
+    bent = labels.copy()
+    later = bent.index.get_level_values(0) >= last
+    bent.loc[later, ["excess_5", "fwd_ret_5"]] = np.random.default_rng(0).normal(size=(later.sum(), 2))
+    res = walk_forward(feats, bent, small_cfg())
+    a, b = wf["horizons"][5]["models"]["lgbm"]["pred"], res["horizons"][5]["models"]["lgbm"]["pred"]
+    before = a.index.get_level_values(0) < last
+    assert np.array_equal(a[before].to_numpy(), b[before].to_numpy())
+
+
+def test_run_backtest_writes_metrics_and_report(data, tmp_path):
+    bars, sec, _, _ = data
+    cfg = small_cfg(models=("lgbm", "xgb"), horizons=(5, 10), test_days=300, min_train_days=300)
+    doc = run_backtest(bars, None, sec, out_dir=tmp_path, cfg=cfg, cache_dir=tmp_path / "cache")
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    assert (tmp_path / "folds.json").exists() and list((tmp_path / "cache").glob("features_*.parquet"))
+    for h in ("5", "10"):
+        hd = on_disk["horizons"][h]
+        assert set(hd["models"]) == {"lgbm", "xgb", "ensemble"}
+        assert set(hd["baselines"]) == {"momentum_12_1", "reversal_5", "equal_weight"}
+        for kind in ("models", "baselines"):
+            for name, e in hd[kind].items():
+                missing = [k for k in REQUIRED if k not in e["metrics"]]
+                assert not missing, (h, name, missing)
+        assert hd["baselines"]["equal_weight"]["metrics"]["rank_ic_mean"] is None
+        assert hd["baselines"]["equal_weight"]["metrics"]["long_only_ann_return"] is not None
+        assert hd["models"]["lgbm"]["importance"]
+    assert doc["meta"]["purge_days"] == 10
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(models=("rf",)), "unknown model"),
+    (dict(horizons=(7,)), "no horizon 7"),
+    (dict(min_train_days=2000), "too few dates"),
+])
+def test_bad_input_gives_technic_errors(data, kw, msg):
+    _, _, feats, labels = data
+    with pytest.raises(TechnicError, match=msg):
+        walk_forward(feats, labels, small_cfg(**kw))
+
+
+def _cli(*args, env=None):
+    exe = Path(sys.executable).parent / "technic"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=120)
+
+
+def test_cli_bad_input_is_a_clear_error_without_traceback(tmp_path):
+    bars = str(FIX / "bars_40x2y.csv.gz")
+    for args, msg in [(["--models", "lgbm,rf"], "unknown model"),
+                      (["--start", "2016-01-01", "--end", "2015-01-01"], "empty date range"),
+                      (["--symbols", "3", "--end", "2014-06-01"], "too few dates")]:
+        r = _cli("backtest", "--bars", bars, "--out", str(tmp_path / "o"), "--threads", "1", *args)
+        assert r.returncode == 2, r.stderr
+        assert msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = _cli("registry", "show", "v0001", "--registry", str(tmp_path / "reg"))
+    assert r.returncode == 2 and "unknown version" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_full_dev_data_rank_ic_below_leakage_threshold(tmp_path):
+    from technic.paths import data_dir, dev_files
+    files = dev_files(data_dir())
+    bars, _ = clean_bars(load_bars(files["bars"]))
+    sec = load_securities(files["securities"])
+    cfg = BacktestConfig(horizons=(5,), models=("lgbm",), test_days=252)
+    doc = run_backtest(bars, None, sec, out_dir=tmp_path, cfg=cfg)
+    for kind in ("models", "baselines"):
+        for name, e in doc["horizons"]["5"][kind].items():
+            v = e["metrics"]["rank_ic_mean"]
+            assert v is None or abs(v) < 0.15, (name, v)
