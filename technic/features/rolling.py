@@ -40,6 +40,36 @@ def _sliding(x: np.ndarray, w: int, fn) -> np.ndarray:
     return out
 
 
+def _constant(r) -> np.ndarray:
+    """Windows whose values are all equal (exact, unlike a variance residue)."""
+    return (r.max() == r.min()).to_numpy()
+
+
+_CANCEL = 1e-4  # a second moment that shrank below this fraction lost >= 4 digits
+
+
+def _exact_var(buf: np.ndarray):
+    """(n, mean, M2) of the valid values of each buffer row, two-pass."""
+    ok = ~np.isnan(buf)
+    n = ok.sum(axis=1).astype(float)
+    with np.errstate(all="ignore"):
+        m = np.where(ok, buf, 0.0).sum(axis=1) / n
+        d = np.where(ok, buf - m[:, None], 0.0)
+    return n, np.nan_to_num(m), (d * d).sum(axis=1)
+
+
+def _exact_cov(bx: np.ndarray, by: np.ndarray):
+    """(n, mean x, mean y, Cxy, Mxx, Myy) of each row's valid pairs, two-pass."""
+    ok = ~(np.isnan(bx) | np.isnan(by))
+    n = ok.sum(axis=1).astype(float)
+    with np.errstate(all="ignore"):
+        mx = np.where(ok, bx, 0.0).sum(axis=1) / n
+        my = np.where(ok, by, 0.0).sum(axis=1) / n
+        dx = np.where(ok, bx - mx[:, None], 0.0)
+        dy = np.where(ok, by - my[:, None], 0.0)
+    return n, np.nan_to_num(mx), np.nan_to_num(my), (dx * dy).sum(axis=1), (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
+
+
 def _neumaier(s, c, x):
     """Compensated s + x: returns the new (sum, compensation)."""
     t = s + x
@@ -126,6 +156,12 @@ class Sum(Window):
         empty = st["nbad"][rows] == self.w  # nothing valid left: reset drift
         s[empty] = 0.0
         c[empty] = 0.0
+        # once per window cycle, re-sum the buffer exactly: rounding left by values that
+        # have since left the window never outlives them (amortized O(1))
+        cyc = st["cnt"][rows] % self.w == 0
+        if cyc.any():
+            s[cyc] = np.nansum(st["buf0"][as_index(rows)[cyc]], axis=1)
+            c[cyc] = 0.0
         st["s"][rows], st["c"][rows] = s, c
         return s + c
 
@@ -166,6 +202,7 @@ class Cov(Window):
         ox, oy = olds
         n, mx, my = st["n"][rows], st["mx"][rows], st["my"][rows]
         cxy, mxx, myy = st["cxy"][rows], st["mxx"][rows], st["myy"][rows]
+        mxx0, myy0 = mxx.copy(), myy.copy()
         # remove the evicted pair (inverse Welford step)
         r = rem & (n > 1)
         n1 = np.where(r, n - 1, n)
@@ -194,6 +231,11 @@ class Cov(Window):
         myy = np.where(add, myy + dy * (y - my), myy)
         mxx = np.maximum(mxx, 0.0)
         myy = np.maximum(myy, 0.0)
+        lost = rem & ((mxx < _CANCEL * mxx0) | (myy < _CANCEL * myy0))
+        if lost.any():  # an outlier left the window: re-derive those rows exactly
+            idx = as_index(rows)[lost]
+            n[lost], mx[lost], my[lost], cxy[lost], mxx[lost], myy[lost] = _exact_cov(
+                st["buf0"][idx], st["buf1"][idx])
         for k, v in (("n", n), ("mx", mx), ("my", my), ("cxy", cxy), ("mxx", mxx), ("myy", myy)):
             st[k][rows] = v
         return n, cxy, mxx, myy
@@ -225,13 +267,18 @@ class Corr(Cov):
     name = "Corr"
 
     def batch(self, x, y):
-        return _finite(_rolling(x, self.w).corr(pd.DataFrame(y)).to_numpy())
+        joint = np.isnan(x) | np.isnan(y)
+        xm, ym = np.where(joint, np.nan, x), np.where(joint, np.nan, y)
+        const = _constant(_rolling(xm, self.w)) | _constant(_rolling(ym, self.w))
+        return np.where(const, np.nan, _finite(_rolling(x, self.w).corr(pd.DataFrame(y)).to_numpy()))
 
     def update(self, st, rows, xs, olds, add, rem):
         n, cxy, mxx, myy = self._moments(st, rows, xs, olds, add, rem)
-        den = np.sqrt(mxx * myy)
+        bx, by = st["buf0"][rows], st["buf1"][rows]
         with np.errstate(all="ignore"):
-            return np.where(den > 0, cxy / den, np.nan)
+            const = (bx.max(axis=1) == bx.min(axis=1)) | (by.max(axis=1) == by.min(axis=1))
+            den = np.sqrt(mxx * myy)
+            return np.where((den > 0) & ~const, cxy / den, np.nan)
 
 
 class Var(Window):
@@ -243,11 +290,18 @@ class Var(Window):
         return {"n": np.zeros(n), "m": np.zeros(n), "m2": np.zeros(n),
                 "last": np.full(n, np.nan), "run": np.zeros(n, np.int64)}
 
+    def __init__(self, x, w):
+        if int(w) < 2:
+            raise ValueError(f"{type(self).__name__} needs a window >= 2 (ddof=1), got {w!r}")
+        super().__init__(x, w)
+
     def batch(self, x):
-        return _rolling(x, self.w).var().to_numpy()
+        r = _rolling(x, self.w)
+        return np.where(_constant(r), 0.0, r.var().to_numpy())
 
     def _var(self, st, rows, x, old, add, rem):
         n, m, m2 = st["n"][rows], st["m"][rows], st["m2"][rows]
+        m2_before = m2.copy()
         r = rem & (n > 1)
         n1 = np.where(r, n - 1, n)
         d = old - m
@@ -262,6 +316,11 @@ class Var(Window):
         m = np.where(add, m + d / np.where(add, n, 1), m)
         m2 = np.where(add, m2 + d * (x - m), m2)
         m2 = np.maximum(m2, 0.0)
+        # removing an outlier cancels most digits of m2: re-derive those rows exactly
+        lost = rem & (m2 < _CANCEL * m2_before)
+        if lost.any():
+            idx = as_index(rows)[lost]
+            n[lost], m[lost], m2[lost] = _exact_var(st["buf0"][idx])
         # a run of w identical values has exactly zero variance (as in pandas)
         same = add & (x == st["last"][rows])
         run = np.where(same, st["run"][rows] + 1, np.where(add, 1, 0))
@@ -282,7 +341,8 @@ class Std(Var):
     name = "Std"
 
     def batch(self, x):
-        return _rolling(x, self.w).std().to_numpy()
+        r = _rolling(x, self.w)
+        return np.where(_constant(r), 0.0, r.std().to_numpy())
 
     def update(self, st, rows, xs, olds, add, rem):
         return np.sqrt(self._var(st, rows, xs[0], olds[0], add, rem))
@@ -330,6 +390,11 @@ class Slope(Window):
     """OLS slope of the last w values against the bar index 0..w-1."""
 
     name = "Slope"
+
+    def __init__(self, x, w):
+        if int(w) < 2:
+            raise ValueError(f"Slope needs a window >= 2, got {w!r}")
+        super().__init__(x, w)
 
     def init_stats(self, n):
         return {"s": np.zeros(n), "t": np.zeros(n)}
