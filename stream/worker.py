@@ -235,7 +235,8 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
     return send
 
 
-def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None, model_version=None) -> None:
+def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None, model_version=None,
+               models=None) -> None:
     """Catch up, then run the Faust worker until SIGTERM/SIGINT."""
     import faust
     from aiokafka import AIOKafkaProducer
@@ -244,7 +245,7 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
     from .models import ModelSource
     from .pipeline import ScoringPipeline
 
-    models = ModelSource(registry_root, model_version)
+    models = models or ModelSource(registry_root, model_version)
     pipeline = ScoringPipeline(models, sectors=sectors, config=pipeline_config)
     router = Router(pipeline)
 
