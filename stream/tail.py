@@ -25,7 +25,8 @@ def _pretty(kind: str, v: dict) -> str:
 
 
 async def tail(bootstrap: str, topic: str, *, as_json=False, from_beginning=False, limit=None, idle_s=None,
-               out=print) -> int:
+               out=print, raw=None) -> int:
+    """Print (``out``) or collect (``raw(dict)``) records; stop after ``limit`` or ``idle_s``."""
     kind = topic if topic in KINDS else topic.rsplit(".", 1)[-1]
     name = topic_name(topic) if topic in KINDS else topic
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
@@ -51,6 +52,10 @@ async def tail(bootstrap: str, topic: str, *, as_json=False, from_beginning=Fals
                 for m in msgs:
                     try:
                         v = orjson.loads(m.value)
+                        if raw is not None:
+                            raw(v)
+                            n += 1
+                            continue
                         out(orjson.dumps(v).decode() if as_json else _pretty(kind, v))
                     except Exception:
                         out(repr(m.value[:200]))

@@ -1,0 +1,206 @@
+"""`technic demo`: the whole product on one machine, in one command.
+
+1. train a quick model on the first two years of the shipped data and
+   register it, if the registry has no promoted version;
+2. start the embedded broker (fresh data dir; or use ``$TECHNIC_BOOTSTRAP``)
+   and create the topics;
+3. start a worker process (``technic-stream worker``);
+4. replay the shipped bars (and fundamentals) in event-time order while a live
+   terminal view shows the latest timestamp's top and bottom scores, alerts
+   and counters;
+5. shut everything down cleanly, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from .parity import _free_port, _wait_http
+
+
+def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> str:
+    from technic.models.scoring import train_quick_model
+    from technic.registry import Registry
+    reg = Registry(registry)
+    if reg.promoted():
+        con.print(f"model registry {registry}: promoted version {reg.promoted()}")
+        return reg.promoted()
+    dates = np.sort(bars["date"].unique())
+    cut = dates[min(len(dates) - 1, 503)]
+    syms = sorted(bars["symbol"].unique())[:100]
+    train = bars[(bars["date"] <= cut) & bars["symbol"].isin(syms)]
+    con.print(f"registry {registry} is empty: training a quick LightGBM model on {len(syms)} symbols, "
+              f"{str(dates[0])[:10]}..{str(cut)[:10]} ...")
+    t0 = time.time()
+    v = train_quick_model(train, fund, secs, registry_root=registry, end=cut)
+    con.print(f"registered and promoted {v} in {time.time() - t0:.0f}s (see `technic registry show {v}`)")
+    return v
+
+
+class View:
+    """State of the live terminal view."""
+
+    def __init__(self, n_bars: int):
+        self.n_bars = n_bars
+        self.published = 0
+        self.scores = 0
+        self.dead = 0
+        self.latest_ts = None
+        self.latest: dict[str, dict] = {}
+        self.alerts: deque = deque(maxlen=8)
+        self.t0 = time.time()
+
+    def on_score(self, v: dict) -> None:
+        self.scores += 1
+        if v["ts"] != self.latest_ts:
+            if self.latest_ts is None or v["ts"] > self.latest_ts:
+                self.latest_ts, self.latest = v["ts"], {}
+            else:
+                return
+        self.latest[v["symbol"]] = v
+
+    def render(self):
+        el = max(time.time() - self.t0, 1e-9)
+        head = (f"bars published {self.published:,}/{self.n_bars:,}   scores {self.scores:,} "
+                f"({self.scores / el:,.0f}/s)   dead letters {self.dead}   latest bar {self.latest_ts or '-'}")
+        rows = sorted(self.latest.values(), key=lambda v: v["rank"])
+        t = Table(expand=True)
+        for col in ("", "symbol", "score 5d", "score 10d", "pct", "top contributions"):
+            t.add_column(col)
+        picks = rows[:5] + rows[-5:] if len(rows) > 10 else rows
+        for v in picks:
+            tag = "[green]top[/]" if v["rank"] <= 5 else "[red]bottom[/]"
+            contrib = ", ".join(f"{c['feature']} {c['contribution']:+.4f}" for c in v["top_contributions"][:3])
+            sc = v["scores"]
+            t.add_row(tag, v["symbol"], f"{sc.get('5d', float('nan')):+.4f}", f"{sc.get('10d', float('nan')):+.4f}",
+                      f"{v['percentile']:.2f}", contrib)
+        al = Table(expand=True, show_header=False)
+        for a in list(self.alerts)[::-1]:
+            al.add_row(a.get("ts", ""), a["severity"], a["type"], a.get("symbol", ""), a["message"][:80])
+        model = rows[0]["model_version"] if rows else "-"
+        return Group(Panel(head, title=f"Technic live scores (model {model})"), t, Panel(al, title="alerts"))
+
+
+async def _consume(boot: str, view: View, stop: asyncio.Event) -> None:
+    from .topics_config import topic_name
+    c = AIOKafkaConsumer(topic_name("scores"), topic_name("alerts"), topic_name("deadletter"),
+                         bootstrap_servers=boot, group_id=None, auto_offset_reset="earliest")
+    await c.start()
+    try:
+        while not stop.is_set():
+            batch = await c.getmany(timeout_ms=200, max_records=5000)
+            for tp, msgs in batch.items():
+                kind = tp.topic.rsplit(".", 1)[-1]
+                for m in msgs:
+                    v = orjson.loads(m.value)
+                    if kind == "scores":
+                        view.on_score(v)
+                    elif kind == "alerts":
+                        view.alerts.append(v)
+                    else:
+                        view.dead += 1
+    finally:
+        await c.stop()
+
+
+async def _run(boot: str, records, n_bars: int, view: View, rate, con: Console) -> None:
+    from .publisher import publish
+    stop = asyncio.Event()
+    consumer = asyncio.create_task(_consume(boot, view, stop))
+
+    def tick(n):
+        view.published += n
+
+    with Live(view.render(), console=con, refresh_per_second=4) as live:
+        pub = asyncio.create_task(publish(boot, records, rate=rate, window=2000, progress=tick))
+        idle_since = None
+        while True:
+            await asyncio.sleep(0.25)
+            live.update(view.render())
+            if pub.done():
+                pub.result()
+                if view.scores >= n_bars:
+                    break
+                last = view.scores
+                if idle_since is None or last != idle_since[0]:
+                    idle_since = (last, time.time())
+                elif time.time() - idle_since[1] > 15:
+                    break
+        stop.set()
+        await consumer
+        live.update(view.render())
+
+
+def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -> None:
+    from technic.commands.features import load_inputs
+    from technic.paths import dev_files
+
+    from .broker import EmbeddedBroker, resolve_bootstrap
+    from .publisher import bar_records, fundamental_records, publish
+    from .topics_config import create_topics, topic_specs
+
+    con = Console()
+    files = dev_files(Path(data))
+    bars, fund, secs, _ = load_inputs(files["bars"], files.get("fundamentals"), files.get("securities"),
+                                      None, symbols)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    registry = Path(os.environ.get("TECHNIC_REGISTRY", workdir / "registry"))
+    _ensure_model(registry, bars, fund, secs, con)
+    replay = bars
+    if days:
+        keep = np.sort(bars["date"].unique())[:days]
+        replay = bars[bars["date"].isin(keep)]
+    broker = worker = None
+    boot = resolve_bootstrap()
+    try:
+        if boot is None:
+            shutil.rmtree(workdir / "broker", ignore_errors=True)
+            broker = EmbeddedBroker(workdir / "broker").start()
+            boot = broker.bootstrap
+            con.print(f"embedded broker (noida-db) on {boot}, pid {broker.pid}")
+        create_topics(boot, topic_specs())
+        port = _free_port()
+        cmd = [sys.executable, "-m", "stream.cli", "worker", "--bootstrap", boot, "--registry", str(registry),
+               "--web-port", str(port), "--datadir", str(workdir / "worker"), "--app-id", f"technic-demo-{port}"]
+        if files.get("securities"):
+            cmd += ["--securities", str(files["securities"])]
+        log = open(workdir / "worker.log", "wb")
+        worker = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        _wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
+        con.print(f"worker pid {worker.pid} ready (health: http://127.0.0.1:{port}/health, log {workdir / 'worker.log'})")
+        asyncio.run(publish(boot, list(fundamental_records(fund))))
+        records = list(bar_records(replay))
+        view = View(len(records))
+        asyncio.run(_run(boot, records, len(records), view, rate, con))
+        el = time.time() - view.t0
+        con.print(f"done: {view.published:,} bars -> {view.scores:,} scores in {el:.1f}s "
+                  f"({view.published / el:,.0f} bars/s end to end), {view.dead} dead letters")
+    except KeyboardInterrupt:
+        con.print("interrupted: shutting down")
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if broker is not None:
+            broker.stop()
+            con.print("broker stopped")

@@ -1,0 +1,168 @@
+"""`technic-stream parity`: every streamed score against the batch path.
+
+Replays the last ``days`` trading days of ``symbols`` symbols (with their
+fundamentals and sectors) through the real broker and a real worker process,
+collects every score from the scores topic, and compares it with the batch
+path on the same bars: ``compute_features`` then the same model, one call per
+timestamp. The model comes from ``registry`` (its promoted version) or is a
+quick model trained on the two years *before* the replayed window and
+registered in a temporary registry.
+
+Report: ``n_expected`` (bars replayed = scores the batch path produces),
+``n_scores`` (distinct score keys received), ``n_missing``, ``n_duplicate``
+(extra copies of a key: harmless re-emissions, consumers de-duplicate),
+``n_conflicting`` (keys whose copies differ: must be 0), ``max_abs_diff``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode} before it was ready")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"worker not ready after {timeout_s}s ({url})")
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def expected_scores(bars, fund, secs, scorer) -> dict[tuple[str, str], dict[int, float]]:
+    """Batch path: features for the whole panel, then the model one timestamp at a time."""
+    from technic.features.batch import compute_features
+    from technic.features.panel import date_slices
+    from .pipeline import ts_string
+    F = compute_features(bars, fund, secs)
+    X = F[list(scorer.feature_names)].to_numpy(np.float64)
+    dates = F.index.get_level_values("date").to_numpy()
+    syms = F.index.get_level_values("symbol").to_numpy()
+    out = {}
+    for a, z in date_slices(dates):
+        s = scorer.score(np.ascontiguousarray(X[a:z]))
+        ts = ts_string(int(dates[a].astype("datetime64[ns]").astype(np.int64)))
+        for i in range(a, z):
+            out[(syms[i], ts)] = {h: float(s[h][i - a]) for h in scorer.horizons}
+    return out
+
+
+def compare_scores(expected: dict, received: list[dict]) -> dict:
+    got: dict = {}
+    dup = conflict = 0
+    for v in received:
+        k = (v["symbol"], v["ts"])
+        val = {int(h[:-1]): x for h, x in v["scores"].items()}
+        if k in got:
+            dup += 1
+            conflict += got[k] != val
+        else:
+            got[k] = val
+    missing = [k for k in expected if k not in got]
+    extra = [k for k in got if k not in expected]
+    diffs = [abs(got[k][h] - e[h]) for k, e in expected.items() if k in got for h in e]
+    return {"n_expected": len(expected), "n_scores": len(got), "n_missing": len(missing),
+            "n_unexpected": len(extra), "n_duplicate": dup, "n_conflicting": conflict,
+            "max_abs_diff": float(max(diffs, default=0.0)), "missing_examples": [list(k) for k in missing[:5]]}
+
+
+def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=None, bootstrap=None,
+                      timeout_s: float = 300.0, workdir: Path | None = None) -> dict:
+    from technic.commands.features import load_inputs
+    from technic.data import sector_map
+    from technic.models.scoring import load_scorer, train_quick_model
+    from technic.paths import data_dir, dev_files
+
+    from .broker import EmbeddedBroker, resolve_bootstrap
+    from .publisher import bar_records, fundamental_records, publish
+    from .tail import tail
+    from .topics_config import create_topics, topic_specs
+
+    files = dev_files(Path(data) if data else data_dir())
+    bars, fund, secs, _ = load_inputs(files["bars"], files.get("fundamentals"), files.get("securities"), None, symbols)
+    dates = np.sort(bars["date"].unique())
+    window = dates[-days:]
+    replay = bars[bars["date"].isin(window)].reset_index(drop=True)
+    own = workdir is None
+    work = Path(workdir or tempfile.mkdtemp(prefix="technic-parity-"))
+    t0 = time.time()
+    if registry is None:
+        registry = work / "registry"
+        train = bars[(bars["date"] < window[0]) & (bars["date"] >= dates[max(0, len(dates) - days - 504)])]
+        train_quick_model(train, fund, secs, registry_root=registry)
+    scorer = load_scorer(registry)
+    t_train = time.time() - t0
+
+    prefix = f"parity{os.getpid()}{int(time.time())}."
+    env = dict(os.environ, TECHNIC_TOPIC_PREFIX=prefix)
+    os.environ["TECHNIC_TOPIC_PREFIX"] = prefix
+    broker = None
+    boot = resolve_bootstrap(bootstrap)
+    worker = None
+    try:
+        if boot is None:
+            broker = EmbeddedBroker(work / "broker").start()
+            boot = broker.bootstrap
+        create_topics(boot, topic_specs())
+        port = _free_port()
+        secs_file = files.get("securities")
+        cmd = [sys.executable, "-m", "stream.cli", "worker", "--bootstrap", boot, "--registry", str(registry),
+               "--web-port", str(port), "--app-id", f"{prefix}worker", "--datadir", str(work / "worker"),
+               "--grace", "2"]
+        if secs_file:
+            cmd += ["--securities", str(secs_file)]
+        worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"))
+        _wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
+        t1 = time.time()
+        asyncio.run(publish(boot, list(fundamental_records(fund))))
+        asyncio.run(publish(boot, list(bar_records(replay))))
+        received: list[dict] = []
+        expected = expected_scores(replay, fund, sector_map(secs) if secs is not None else None, scorer)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            received.clear()
+            asyncio.run(tail(boot, "scores", from_beginning=True, idle_s=3, out=lambda s: None,
+                             raw=received.append))
+            if len({(v["symbol"], v["ts"]) for v in received}) >= len(expected):
+                break
+            time.sleep(1)
+        t_stream = time.time() - t1
+        rep = compare_scores(expected, received)
+        rep.update({"days": int(len(window)), "symbols": int(replay["symbol"].nunique()),
+                    "model_version": scorer.version, "seconds_train": round(t_train, 1),
+                    "seconds_stream": round(t_stream, 1), "bootstrap_embedded": broker is not None})
+        return rep
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if broker is not None:
+            broker.stop()
+        os.environ.pop("TECHNIC_TOPIC_PREFIX", None)
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
