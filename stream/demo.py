@@ -181,11 +181,11 @@ def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -
                "--web-port", str(port), "--datadir", str(workdir / "worker"), "--app-id", f"technic-demo-{port}"]
         if files.get("securities"):
             cmd += ["--securities", str(files["securities"])]
+        asyncio.run(publish(boot, list(fundamental_records(fund))))  # reference data before the worker starts
         log = open(workdir / "worker.log", "wb")
         worker = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         _wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
         con.print(f"worker pid {worker.pid} ready (health: http://127.0.0.1:{port}/health, log {workdir / 'worker.log'})")
-        asyncio.run(publish(boot, list(fundamental_records(fund))))
         records = list(bar_records(replay))
         view = View(len(records))
         asyncio.run(_run(boot, records, len(records), view, rate, con))

@@ -133,10 +133,12 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
                "--grace", "2"]
         if secs_file:
             cmd += ["--securities", str(secs_file)]
+        # reference data first: the worker's catch-up reads it before any bar (Kafka has no
+        # ordering across topics, so fundamentals racing the bars they apply to would differ)
+        asyncio.run(publish(boot, list(fundamental_records(fund))))
         worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"))
         _wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
         t1 = time.time()
-        asyncio.run(publish(boot, list(fundamental_records(fund))))
         asyncio.run(publish(boot, list(bar_records(replay))))
         received: list[dict] = []
         expected = expected_scores(replay, fund, sector_map(secs) if secs is not None else None, scorer)
