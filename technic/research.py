@@ -239,9 +239,11 @@ def run_backtest(bars, fundamentals=None, securities=None, alt=None, *, out_dir,
     feats = cached_features(bars, fundamentals, securities, alt, cache_dir=cache_dir)
     labels = make_labels(bars, cfg.horizons)
     t_feat = time.perf_counter() - t0
-    n_folds = WalkForwardSplit(min_train_days=cfg.min_train_days, test_days=cfg.test_days,
-                               purge_days=cfg.purge_days).get_n_splits(dates=feats.index.get_level_values(0)) \
-        if feats.index.get_level_values(0).nunique() > cfg.min_train_days + cfg.purge_days else 0
+    try:
+        n_folds = WalkForwardSplit(min_train_days=cfg.min_train_days, test_days=cfg.test_days,
+                                   purge_days=cfg.purge_days).get_n_splits(dates=feats.index.get_level_values(0))
+    except ValueError:
+        n_folds = 0  # walk_forward raises the user-facing error
     if progress_factory is not None:
         with progress_factory(n_folds * len(cfg.horizons), "walk-forward folds") as tick:
             results = walk_forward(feats, labels, cfg, tick)

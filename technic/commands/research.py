@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import RegistryError, TechnicError
+from .progress import progress_bar
 
 
 def _models(spec: str) -> tuple[str, ...]:
@@ -51,17 +54,31 @@ def _inputs(bars, fundamentals, securities, symbols, start, end):
     return b, f, s
 
 
+@contextmanager
+def _progress(total: int, desc: str):
+    """A tqdm bar on a terminal; otherwise one log line per step (so batch logs show progress)."""
+    if sys.stderr.isatty():
+        with progress_bar(total, desc) as tick:
+            yield tick
+        return
+    t0, done = time.perf_counter(), [0]
+
+    def tick(n: int = 1) -> None:
+        done[0] += n
+        print(f"{desc}: {done[0]}/{total} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    yield tick
+
+
 def backtest(bars, fundamentals, securities, symbols, start, end, horizon, models, out, cost_bps,
              train_days, test_days, min_train_days, k_features, max_train_rows, threads, cache_dir) -> None:
     from ..research import BacktestConfig, run_backtest
-    from .progress import progress_bar
     cfg = BacktestConfig(horizons=_horizons(horizon), models=_models(models), train_days=train_days,
                          test_days=test_days, min_train_days=min_train_days, cost_bps=cost_bps,
                          k_features=k_features, max_train_rows=max_train_rows, n_threads=threads)
     cfg.check()
     b, f, s = _inputs(bars, fundamentals, securities, symbols, start, end)
     doc = run_backtest(b, f, s, None, out_dir=out, cfg=cfg, cache_dir=cache_dir or Path(out) / "cache",
-                       progress_factory=progress_bar)
+                       progress_factory=_progress)
     print(_summary_table(doc))
     print(f"wrote {doc['_paths']['metrics']} and {doc['_paths']['report']}", file=sys.stderr)
 
