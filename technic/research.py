@@ -37,6 +37,9 @@ from .selection import FeatureSelector, selection_stability
 from .validation import WalkForwardSplit
 
 
+MIN_SYMBOLS = 10  # per date: fewer names make daily ranks, deciles and RankIC meaningless
+
+
 @dataclass
 class BacktestConfig:
     horizons: tuple = (5, 10)
@@ -148,6 +151,11 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
     labels = labels.reindex(features.index)
     dates = features.index.get_level_values(0).to_numpy()
     n_dates = len(np.unique(dates))
+    per_date = pd.Series(dates).value_counts()
+    if len(per_date) == 0 or per_date.median() < MIN_SYMBOLS:
+        raise TechnicError(f"too few symbols for a cross-sectional model: median "
+                           f"{0 if len(per_date) == 0 else int(per_date.median())} symbols per date, "
+                           f"need at least {MIN_SYMBOLS}")
     split = WalkForwardSplit(train_days=cfg.train_days, min_train_days=cfg.min_train_days,
                              test_days=cfg.test_days, purge_days=cfg.purge_days,
                              embargo_days=cfg.embargo_days, horizon=max(cfg.horizons))

@@ -142,7 +142,8 @@ def test_cli_bad_input_is_a_clear_error_without_traceback(tmp_path):
     bars = str(FIX / "bars_40x2y.csv.gz")
     for args, msg in [(["--models", "lgbm,rf"], "unknown model"),
                       (["--start", "2016-01-01", "--end", "2015-01-01"], "empty date range"),
-                      (["--symbols", "3", "--end", "2014-06-01"], "too few dates")]:
+                      (["--end", "2014-06-01"], "too few dates"),
+                      (["--symbols", "5"], "too few symbols")]:
         r = _cli("backtest", "--bars", bars, "--out", str(tmp_path / "o"), "--threads", "1", *args)
         assert r.returncode == 2, r.stderr
         assert msg in r.stderr and "Traceback" not in r.stderr, r.stderr
