@@ -50,6 +50,9 @@ def create_app(s: WorkerSettings) -> tuple[faust.App, dict[str, faust.types.Topi
         web_bind=s.web_bind,
         web_port=s.web_port,
         stream_buffer_maxsize=max(4096, s.batch_max * 2),
+        producer_linger_ms=5,
+        producer_max_batch_size=512 * 1024,
+        producer_acks=-1,
     )
     topics = {spec.kind: app.topic(spec.name, key_serializer="raw", value_serializer="raw",
                                    partitions=spec.partitions, internal=False)

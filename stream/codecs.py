@@ -116,6 +116,23 @@ def parse_ts(ts: str) -> datetime:
     return dt.astimezone(timezone.utc)
 
 
+@lru_cache(maxsize=65536)
+def _parse_ts_cached(ts: str) -> datetime:
+    return parse_ts(ts)
+
+
+_NOW = {"t": 0.0, "dt": None}
+
+
+def _now() -> datetime:
+    """Wall clock, refreshed at most every 0.5 s (the future check is in days)."""
+    import time as _time
+    t = _time.monotonic()
+    if _NOW["dt"] is None or t - _NOW["t"] > 0.5:
+        _NOW["t"], _NOW["dt"] = t, datetime.now(timezone.utc)
+    return _NOW["dt"]
+
+
 def sanity_check_bar(rec: dict, now: datetime | None = None,
                      max_future: timedelta = DEFAULT_MAX_FUTURE) -> dict:
     """Reject economically impossible bars with RecordError("sanity", ...).
@@ -144,10 +161,10 @@ def sanity_check_bar(rec: dict, now: datetime | None = None,
         if hi < lo - tol:
             raise RecordError("sanity", f"bar {sym} field high: high {hi!r} < low {lo!r}")
     try:
-        ts = parse_ts(rec["ts"])
+        ts = _parse_ts_cached(rec["ts"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError("sanity", f"bar {sym} field ts: unparseable {rec.get('ts')!r} ({exc})") from None
-    now = now or datetime.now(timezone.utc)
+    now = now or _now()
     if ts > now + max_future:
         raise RecordError("sanity", f"bar {sym} field ts: {rec['ts']} is more than "
                                     f"{max_future} in the future (now {now.isoformat()})")

@@ -53,6 +53,14 @@ class Output:
 
 
 @dataclass
+class ExtensionResult:
+    """What an extension returns for one scored timestamp."""
+
+    online_scores: dict | None = None   # horizon -> (k,) adjusted scores, emitted as score_online
+    alerts: list = field(default_factory=list)  # alert.json dicts
+
+
+@dataclass
 class PipelineConfig:
     grace_s: float = 2.0          # close a timestamp after this long without new bars for it
     top_k: int = 5                # feature contributions per score (0 = none)
@@ -80,6 +88,19 @@ class Stats:
         return d
 
 
+_TS_CACHE: dict[str, int] = {}
+
+
+def ts_ns(ts: str) -> int:
+    """Bar timestamp string -> int ns (UTC), cached: a replay repeats each timestamp per symbol."""
+    t = _TS_CACHE.get(ts)
+    if t is None:
+        if len(_TS_CACHE) > 100_000:
+            _TS_CACHE.clear()
+        t = _TS_CACHE[ts] = to_ns(parse_ts(ts).replace(tzinfo=None))
+    return t
+
+
 def ts_string(t_ns: int) -> str:
     """ISO string of a bar timestamp: a date when it is midnight, else a UTC datetime."""
     d = np.datetime64(t_ns, "ns")
@@ -92,8 +113,11 @@ class ScoringPipeline:
     """Per-symbol incremental state + per-timestamp cross-section + model scoring."""
 
     def __init__(self, models: ModelSource, sectors: Mapping[str, str] | None = None,
-                 config: PipelineConfig | None = None, clock=time.time):
+                 config: PipelineConfig | None = None, clock=time.time, extensions=()):
         self.cfg = config or PipelineConfig()
+        # objects with on_scored(ts_ns, symbols, features, closes, scores, scorer) -> ExtensionResult
+        # (online learners, drift detectors); see ExtensionResult
+        self.extensions = list(extensions)
         self.models = models
         self.engine = FeatureEngine(sectors=sectors, capacity=512)
         self.clock = clock
@@ -120,7 +144,7 @@ class ScoringPipeline:
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
         sym, seq = rec["symbol"], int(rec["seq"])
-        t = to_ns(parse_ts(rec["ts"]).replace(tzinfo=None))
+        t = ts_ns(rec["ts"])
         if seq <= self.seen_seq.get(sym, -1):
             self.stats.redelivered += 1
             return []
@@ -220,8 +244,9 @@ class ScoringPipeline:
         self.last_arrival.pop(t, None)
         syms = sorted(bucket)
         recs = [bucket[s][0] for s in syms]
-        bars = {k: np.array([np.nan if r.get(k) is None else r[k] for r in recs], dtype=np.float64)
-                for k in BAR_KEYS}
+        mat = np.array([[r.get("open"), r.get("high"), r.get("low"), r["close"], r["volume"]] for r in recs],
+                       dtype=np.float64)  # JSON null -> None -> NaN
+        bars = {k: mat[:, j] for j, k in enumerate(BAR_KEYS)}
         try:
             names, feats = self.engine.process_timestamp(t, syms, bars, [r["seq"] for r in recs])
         except OrderError as e:  # cannot happen after the checks in on_bar; never crash the worker
@@ -237,10 +262,10 @@ class ScoringPipeline:
         scorer = self.models.current
         if scorer is None or t <= self.suppress_until:
             return out
-        out += self._score(t, names, feats, scorer, [bucket[s][1] for s in names])
+        out += self._score(t, names, feats, scorer, [bucket[s][1] for s in names], bars["close"])
         return out
 
-    def _score(self, t, names, feats, scorer, received) -> list[Output]:
+    def _score(self, t, names, feats, scorer, received, closes) -> list[Output]:
         cols = [self._feature_index[f] for f in scorer.feature_names]
         X = np.ascontiguousarray(feats[:, cols])
         scores = scorer.score(X)
@@ -253,9 +278,19 @@ class ScoringPipeline:
         contrib = scorer.contributions(X, self.cfg.top_k) if self.cfg.top_k else [[] for _ in names]
         win = scorer.win_prob(X) if callable(getattr(scorer, "win_prob", None)) else None
         ts = ts_string(t)
-        emit = utc_now_iso()
         version = scorer.version
         out = []
+        online: dict = {}
+        for ext in self.extensions:
+            res = ext.on_scored(t, names, feats, closes, scores, scorer)
+            if res is None:
+                continue
+            if res.online_scores:
+                online.update(res.online_scores)
+            for a in res.alerts:
+                self.stats.alerts[a["type"]] += 1
+                out.append(Output("alerts", (a.get("symbol") or a["type"]).encode(), a))
+        emit = utc_now_iso()
         for i, sym in enumerate(names):
             value = {
                 "symbol": sym, "ts": ts, "model_version": version,
@@ -268,12 +303,14 @@ class ScoringPipeline:
             }
             if win is not None:
                 value["win_prob"] = float(win[i])
+            if online:
+                value["score_online"] = {f"{h}d": float(v[i]) for h, v in online.items() if np.isfinite(v[i])}
             out.append(Output("scores", sym.encode(), value))
         now = self.clock()
         self.stats.latency_s.extend(now - r for r in received[:: max(1, len(received) // 20)])
         if len(self.stats.latency_s) > 100_000:
             del self.stats.latency_s[:50_000]
-        self.stats.scores_out += len(out)
+        self.stats.scores_out += sum(o.kind == "scores" for o in out)
         return out
 
     def _data_quality(self, t, names, feats) -> list[Output]:
