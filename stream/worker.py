@@ -29,6 +29,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .alerts import make_alert
 from .codecs import encode, parse_ts
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import readiness
+from .metrics import render as render_metrics
 from .pipeline import Output, ScoringPipeline
 from .topics_config import topic_name
 
@@ -63,6 +66,7 @@ class Router:
         self.ledger = OffsetLedger()
         self.dlq_seen: dict[tuple[str, int], int] = {}
         self.alerts_until = None
+        self.catchup_done = False  # set by catch_up(); /ready reports it
         self.kinds = {topic_name(k): k for k in ("bars", "fundamentals", "alt", "control")}
 
     def handle(self, topic: str, partition: int, offset: int, value: bytes, received: float | None = None) -> list[Output]:
@@ -171,6 +175,7 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
     for kind in ("fundamentals", "alt", "bars"):
         counts[kind] = await _read_all(bootstrap, topic_name(kind), feed)
     router.alerts_until = None
+    router.catchup_done = True
     counts["seconds"] = round(time.time() - t0, 2)
     return counts
 
@@ -236,6 +241,16 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
     @app.page("/health")
     async def health(web, request):
         return web.json({"status": "ok", **p.status(), "offsets_skipped": router.ledger.skipped})
+
+    @app.page("/ready")
+    async def ready(web, request):
+        ok, detail = readiness(p, router)
+        return web.json({"ready": ok, **detail}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        # aiohttp refuses a charset inside content_type=, so the full type goes in the header
+        return web.bytes(render_metrics(p, router, app), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     return send
 

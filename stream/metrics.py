@@ -1,0 +1,193 @@
+"""Prometheus metrics and readiness of the scoring worker.
+
+Everything is read from the objects the worker already keeps: the pipeline's
+``Stats`` counters, the router's ``OffsetLedger`` and (when available) the
+Faust consumer's highwater marks. A :class:`WorkerMetrics` owns its own
+``CollectorRegistry`` (never the process-global one, so tests and several
+pipelines in one process do not collide) with one custom collector that turns
+those counters into metric families at scrape time; nothing is counted twice.
+
+The bar -> score latency histogram is cumulative: each scrape folds the
+samples that ``pipeline.stats.latency_s`` gained since the previous scrape
+into fixed buckets. (The pipeline trims that list by 50,000 from the front
+when it exceeds 100,000; the collector accounts for that.)
+
+Lag per input partition is ``highwater - (handled offset + 1)``: the
+consumer's highwater (next offset to be written) when a Faust app is given,
+else the highwater passed in by the caller (``highwaters``), else unknown
+(the series is left out rather than reporting a wrong 0).
+
+Endpoints (see :func:`stream.worker.attach_agents`): ``/metrics`` (text
+exposition format), ``/ready`` (200 once the catch-up is done and a model is
+loaded, else 503) next to ``/health``; the web server binds 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Mapping
+
+import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                    InfoMetricFamily)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: seconds; bar receive -> score ready
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+_TRIM = 50_000  # what ScoringPipeline._score deletes from the front of latency_s when it is over 100,000
+
+
+def readiness(pipeline, router) -> tuple[bool, dict]:
+    """Ready = catch-up finished and a model is loaded; returns (ready, details)."""
+    caught_up = bool(getattr(router, "catchup_done", False))
+    model = pipeline.models.version
+    return caught_up and model is not None, {"catchup_done": caught_up, "model_version": model}
+
+
+class _LatencyFold:
+    """Cumulative bucket counts over a list that only grows, except a known front trim."""
+
+    def __init__(self, buckets=LATENCY_BUCKETS):
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # last = +Inf overflow
+        self.total = 0.0
+        self.n = 0
+        self._seen = 0
+        self._list_id = None
+
+    def fold(self, samples: list) -> None:
+        if id(samples) != self._list_id:
+            self._list_id, self._seen = id(samples), 0
+        if len(samples) < self._seen:  # the pipeline trimmed its front
+            self._seen = max(0, self._seen - _TRIM)
+        new = np.asarray(samples[self._seen:], dtype=np.float64)
+        self._seen = len(samples)
+        new = new[np.isfinite(new)]
+        if new.size:
+            idx = np.searchsorted(self.bounds, new, side="left")
+            self.counts += np.bincount(idx, minlength=len(self.counts))
+            self.total += float(new.sum())
+            self.n += int(new.size)
+
+    def buckets(self) -> list[tuple[str, int]]:
+        cum = np.cumsum(self.counts)
+        out = [(repr(float(b)), int(c)) for b, c in zip(self.bounds, cum[:-1])]
+        return out + [("+Inf", int(cum[-1]))]
+
+
+class WorkerMetrics:
+    """Own registry + a collector reading ``pipeline``/``router`` (and optionally a Faust app)."""
+
+    def __init__(self, pipeline, router, app: Any = None, prefix: str = "technic"):
+        self.pipeline = pipeline
+        self.router = router
+        self.app = app
+        self.prefix = prefix
+        self.latency = _LatencyFold()
+        self.highwaters: dict[tuple[str, int], int] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    # prometheus_client collector protocol
+    def describe(self):
+        return []
+
+    def _hw(self, topic: str, partition: int) -> int | None:
+        if self.app is not None:
+            try:
+                from faust.types import TP
+                hw = self.app.consumer.highwater(TP(topic, partition))
+                if hw is not None:
+                    self.highwaters[(topic, partition)] = int(hw)
+            except Exception:  # consumer not started / partition not fetched yet
+                pass
+        return self.highwaters.get((topic, partition))
+
+    def collect(self):
+        p, r, n = self.pipeline, self.router, self.prefix
+        st = p.stats
+
+        def counter(name, doc, value):
+            c = CounterMetricFamily(f"{n}_{name}", doc)
+            c.add_metric([], float(value))
+            return c
+
+        def gauge(name, doc, value):
+            g = GaugeMetricFamily(f"{n}_{name}", doc)
+            g.add_metric([], float(value))
+            return g
+
+        yield counter("bars_in", "Bar records received (valid or not)", st.bars_in)
+        yield counter("bars_applied", "Bars applied to the per-symbol state", st.bars_applied)
+        yield counter("bars_redelivered", "Bars skipped as redeliveries (seq <= last applied)", st.redelivered)
+        yield counter("scores_out", "Score records emitted", st.scores_out)
+        yield counter("timestamps_closed", "Bar timestamps closed (cross-section scored)", st.timestamps_closed)
+        yield counter("seq_gaps", "Per-symbol sequence gaps seen", st.gaps)
+        ledger = getattr(r, "ledger", None)
+        yield counter("offsets_skipped", "Records at or below an already handled offset (redelivery, "
+                      "Faust restart off-by-one)", getattr(ledger, "skipped", 0))
+        yield counter("offset_gaps", "Forward jumps in consumed offsets", len(getattr(ledger, "gaps", ())))
+
+        dl = CounterMetricFamily(f"{n}_deadletter", "Records dead-lettered, by reason code", labels=["reason"])
+        from .codecs import REASON_CODES
+        for code in sorted(set(REASON_CODES) | set(st.deadletter)):
+            dl.add_metric([code], float(st.deadletter.get(code, 0)))
+        yield dl
+        al = CounterMetricFamily(f"{n}_alerts", "Alerts emitted, by type", labels=["type"])
+        for t, v in sorted(st.alerts.items()):
+            al.add_metric([t], float(v))
+        yield al
+
+        self.latency.fold(st.latency_s)
+        h = HistogramMetricFamily(f"{n}_bar_to_score_latency_seconds",
+                                  "Bar receive -> score ready (sampled per timestamp)")
+        h.add_metric([], self.latency.buckets(), self.latency.total)
+        yield h
+
+        lag = GaugeMetricFamily(f"{n}_consumer_lag", "Records on the input partition not handled yet "
+                                "(highwater - handled - 1)", labels=["topic", "partition"])
+        pos = GaugeMetricFamily(f"{n}_consumer_handled_offset", "Highest handled offset",
+                                labels=["topic", "partition"])
+        for (topic, part), off in sorted(getattr(ledger, "handled", {}).items()):
+            pos.add_metric([topic, str(part)], float(off))
+            hw = self._hw(topic, part)
+            if hw is not None:
+                lag.add_metric([topic, str(part)], float(max(0, hw - off - 1)))
+        yield lag
+        yield pos
+
+        version = p.models.version
+        info = InfoMetricFamily(f"{n}_model", "Model version currently scoring")
+        info.add_metric([], {"version": version or "none"})
+        yield info
+        yield gauge("model_loaded", "1 when a model is loaded", version is not None)
+        yield gauge("model_pending", "1 when a new model waits for the next timestamp",
+                    getattr(p.models, "pending", None) is not None)
+        yield gauge("pending_timestamps", "Timestamps buffered, not closed yet", len(p.pending))
+        yield gauge("active_symbols", "Symbols in the active universe", len(p.active))
+        ready, _ = readiness(p, r)
+        yield gauge("ready", "1 once the catch-up is done and a model is loaded", ready)
+
+    def render(self, highwaters: Mapping[tuple[str, int], int] | None = None) -> bytes:
+        if highwaters:
+            self.highwaters.update(highwaters)
+        return generate_latest(self.registry)
+
+
+_BY_PIPELINE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def metrics_for(pipeline, router, app: Any = None) -> WorkerMetrics:
+    """The WorkerMetrics of this pipeline (created once: the latency histogram is cumulative)."""
+    m = _BY_PIPELINE.get(pipeline)
+    if m is None or m.router is not router:
+        m = _BY_PIPELINE[pipeline] = WorkerMetrics(pipeline, router, app)
+    elif app is not None:
+        m.app = app
+    return m
+
+
+def render(pipeline, router, app: Any = None, highwaters: Mapping[tuple[str, int], int] | None = None) -> bytes:
+    """Prometheus text exposition of the worker's metrics."""
+    return metrics_for(pipeline, router, app).render(highwaters)

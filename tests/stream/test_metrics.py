@@ -1,0 +1,104 @@
+"""Prometheus metrics and readiness, in process (no broker): the exposition parses and every
+value equals the pipeline's / router's own counters."""
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.metrics import LATENCY_BUCKETS, WorkerMetrics, readiness, render
+from stream.models import ModelSource
+from stream.pipeline import PipelineConfig, ScoringPipeline
+from stream.publisher import bar_records
+from stream.topics_config import topic_name
+from stream.worker import Router
+
+from .test_pipeline import LinearScorer, data  # noqa: F401 (fixture)
+
+
+def _samples(text: bytes) -> dict:
+    out = {}
+    for fam in text_string_to_metric_families(text.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _drive(data, n=3000, extra=()):
+    bars, fund, secs = data
+    recs = list(bar_records(bars))[:n]
+    p = ScoringPipeline(ModelSource(None, scorer=LinearScorer()), sectors=secs, config=PipelineConfig(grace_s=1e9))
+    r = Router(p)
+    topic = topic_name("bars")
+    for off, v in enumerate([rec[2] for rec in recs] + list(extra)):
+        r.handle(topic, 0, off, v)
+    r.handle(topic, 0, 5, recs[5][2])  # an already handled offset: skipped by the ledger
+    p.flush()
+    return p, r, recs
+
+
+def test_metrics_equal_pipeline_counters(data):  # noqa: F811
+    bad = [b"{nope", orjson.dumps({"symbol": "AAPL"}), orjson.dumps({"symbol": "A", "ts": "2017-01-01", "seq": 0,
+                                                                      "close": 1.0, "volume": 1.0, "high": 1.0,
+                                                                      "low": 2.0})]
+    p, r, recs = _drive(data, extra=bad)
+    m = WorkerMetrics(p, r)
+    s = _samples(m.render(highwaters={(topic_name("bars"), 0): len(recs) + len(bad) + 10}))
+    st = p.stats
+    assert s[("technic_bars_in_total", ())] == st.bars_in == len(recs) + len(bad)
+    assert s[("technic_scores_out_total", ())] == st.scores_out > 0
+    assert s[("technic_bars_applied_total", ())] == st.bars_applied
+    assert s[("technic_offsets_skipped_total", ())] == r.ledger.skipped == 1
+    assert s[("technic_deadletter_total", (("reason", "deserialize"),))] == 1
+    assert s[("technic_deadletter_total", (("reason", "schema"),))] == 1
+    assert s[("technic_deadletter_total", (("reason", "sanity"),))] == 1
+    assert s[("technic_deadletter_total", (("reason", "oversize"),))] == 0
+    topic = topic_name("bars")
+    last = len(recs) + len(bad) - 1
+    assert s[("technic_consumer_handled_offset", (("partition", "0"), ("topic", topic)))] == last
+    assert s[("technic_consumer_lag", (("partition", "0"), ("topic", topic)))] == 10
+    assert s[("technic_model_info", (("version", "test-v1"),))] == 1
+    assert s[("technic_model_loaded", ())] == 1
+    # latency histogram: count = samples, buckets cumulative and monotone
+    n_lat = len(st.latency_s)
+    assert n_lat > 0
+    assert s[("technic_bar_to_score_latency_seconds_count", ())] == n_lat
+    assert abs(s[("technic_bar_to_score_latency_seconds_sum", ())] - sum(st.latency_s)) < 1e-6
+    buckets = [s[("technic_bar_to_score_latency_seconds_bucket", (("le", repr(float(b))),))]
+               for b in LATENCY_BUCKETS] + [s[("technic_bar_to_score_latency_seconds_bucket", (("le", "+Inf"),))]]
+    assert buckets == sorted(buckets) and buckets[-1] == n_lat
+    # a second scrape does not count the same latency samples twice
+    s2 = _samples(m.render())
+    assert s2[("technic_bar_to_score_latency_seconds_count", ())] == n_lat
+
+
+def test_latency_histogram_survives_pipeline_trim(data):  # noqa: F811
+    p, r, _ = _drive(data, n=200)
+    m = WorkerMetrics(p, r)
+    p.stats.latency_s[:] = [0.01] * 100_000
+    m.render()
+    p.stats.latency_s.extend([0.02] * 10)
+    del p.stats.latency_s[:50_000]  # what the pipeline does past 100,000 samples
+    s = _samples(m.render())
+    assert s[("technic_bar_to_score_latency_seconds_count", ())] == 100_010
+
+
+def test_render_is_cumulative_per_pipeline_and_uses_own_registry(data):  # noqa: F811
+    from prometheus_client import REGISTRY
+    p, r, _ = _drive(data, n=500)
+    a = _samples(render(p, r))
+    b = _samples(render(p, r))
+    assert a == b
+    assert not any(name.startswith("technic_bars_in") for name in REGISTRY._names_to_collectors)
+
+
+def test_readiness_needs_catchup_and_model(data):  # noqa: F811
+    p, r, _ = _drive(data, n=100)
+    assert readiness(p, r) == (False, {"catchup_done": False, "model_version": "test-v1"})
+    r.catchup_done = True
+    assert readiness(p, r)[0] is True
+    empty = ScoringPipeline(ModelSource(None))
+    r2 = Router(empty)
+    r2.catchup_done = True
+    ok, detail = readiness(empty, r2)
+    assert ok is False and detail["model_version"] is None
+    s = _samples(render(empty, r2))
+    assert s[("technic_ready", ())] == 0 and s[("technic_model_info", (("version", "none"),))] == 1
