@@ -17,9 +17,13 @@ Per bar:
 
 A timestamp closes when every active symbol has delivered a bar at or after
 it (universe complete; for the very first timestamp, only once a later bar
-shows the first one is over), or when no bar for it arrived for ``grace_s`` seconds
-(watermark grace; symbols that missed it become inactive until they deliver
-again). Closing runs the incremental feature engine for all its symbols in one
+shows the first one is over); or when the input has been quiet (no bar at
+all) for ``grace_s`` seconds; or when more than ``max_pending`` later
+timestamps are already buffered (event-time watermark). Symbols that missed a
+timestamp closed by the last two rules become inactive until they deliver
+again. Quietness is measured on the input, not per timestamp, so a worker
+that lags behind its topic never closes a timestamp whose remaining bars are
+simply not read yet. Closing runs the incremental feature engine for all its symbols in one
 vectorized call, the market and cross-sectional stages, and the model, and
 emits one score per symbol keyed by (symbol, timestamp, model version).
 """
@@ -62,7 +66,8 @@ class ExtensionResult:
 
 @dataclass
 class PipelineConfig:
-    grace_s: float = 2.0          # close a timestamp after this long without new bars for it
+    grace_s: float = 2.0          # close the oldest timestamp after this long without any new bar
+    max_pending: int = 2          # ... or when more than this many later timestamps are buffered
     top_k: int = 5                # feature contributions per score (0 = none)
     max_payload: int = 65536
     alert_cooldown: int = 20      # timestamps between repeats of one alert
@@ -122,7 +127,7 @@ class ScoringPipeline:
         self.engine = FeatureEngine(sectors=sectors, capacity=512)
         self.clock = clock
         self.pending: dict[int, dict[str, tuple[dict, float]]] = {}
-        self.last_arrival: dict[int, float] = {}
+        self.last_input = 0.0             # receive time of the latest accepted bar
         self.seen_ts: dict[str, int] = {}
         self.seen_seq: dict[str, int] = {}
         self.active: set[str] = set()
@@ -169,7 +174,7 @@ class ScoringPipeline:
         self.max_seen = max(self.max_seen, t)
         self.active.add(sym)
         self.pending.setdefault(t, {})[sym] = (rec, received)
-        self.last_arrival[t] = received
+        self.last_input = max(self.last_input, received)
         return out
 
     def on_fundamental(self, raw: bytes, topic="fundamentals", partition=None, offset=None) -> list[Output]:
@@ -218,12 +223,14 @@ class ScoringPipeline:
             # (watermark) or a previous timestamp fixed the universe (not the very first one)
             if floor >= t and (self.max_seen > t or self.last_closed != NAT):
                 out += self._close(t)
-            elif now - self.last_arrival[t] >= self.cfg.grace_s:
+            elif now - self.last_input >= self.cfg.grace_s or len(self.pending) > self.cfg.max_pending + 1:
+                why = (f"input quiet for {self.cfg.grace_s}s" if now - self.last_input >= self.cfg.grace_s
+                       else f"{len(self.pending) - 1} later timestamps already buffered")
                 missing = sorted(s for s in self.active if self.seen_ts.get(s, NAT) < t)
                 self.active.difference_update(missing)
                 for s in missing:
                     out += self._alert("stale_symbol", "warning", "bars_missing", 1, 0, None, ts_string(t),
-                                       f"{s}: no bar for {ts_string(t)} within {self.cfg.grace_s}s grace; "
+                                       f"{s}: no bar for {ts_string(t)} ({why}); "
                                        f"inactive until it delivers again", symbol=s)
                 out += self._close(t)
             else:
@@ -241,7 +248,6 @@ class ScoringPipeline:
 
     def _close(self, t: int) -> list[Output]:
         bucket = self.pending.pop(t)
-        self.last_arrival.pop(t, None)
         syms = sorted(bucket)
         recs = [bucket[s][0] for s in syms]
         mat = np.array([[r.get("open"), r.get("high"), r.get("low"), r["close"], r["volume"]] for r in recs],

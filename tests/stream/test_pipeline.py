@@ -159,3 +159,27 @@ def test_hot_reload_switches_at_next_timestamp(data):
     versions = [next(iter(by_ts[t])) for t in sorted(by_ts)]
     switch = versions.index("v2")
     assert set(versions[:switch]) == {"v1"} and set(versions[switch:]) == {"v2"}
+
+
+def test_missing_symbol_closes_by_watermark_and_quiet_input(data):
+    """A symbol that stops delivering neither blocks the stream nor loses other scores."""
+    bars, fund, secs = data
+    cut = sorted(bars["date"].unique())[300]
+    gone = bars[~((bars["symbol"] == "MSFT") & (bars["date"] > cut))]
+    clock = {"t": 0.0}
+    p = ScoringPipeline(ModelSource(None, scorer=LinearScorer()), sectors=secs,
+                        config=PipelineConfig(grace_s=5.0, max_pending=2), clock=lambda: clock["t"])
+    outs = []
+    for i, (_, _, v) in enumerate(bar_records(gone)):
+        outs += p.on_bar(v, "technic.bars", 0, i)
+        outs += p.poll()
+    assert len(p.pending) == 1            # only the last timestamp waits
+    outs += p.poll(now=clock["t"] + 1.0)  # not quiet long enough
+    assert len(p.pending) == 1
+    outs += p.poll(now=clock["t"] + 6.0)  # input quiet for > grace: close it
+    assert not p.pending
+    scores = [o.value for o in outs if o.kind == "scores"]
+    assert len(scores) == len(gone)
+    stale = [o.value for o in outs if o.kind == "alerts" and o.value["type"] == "stale_symbol"]
+    assert [a["symbol"] for a in stale] == ["MSFT"]
+    assert "MSFT" not in p.active
