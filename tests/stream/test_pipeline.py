@@ -164,8 +164,9 @@ def test_hot_reload_switches_at_next_timestamp(data):
 def test_missing_symbol_closes_by_watermark_and_quiet_input(data):
     """A symbol that stops delivering neither blocks the stream nor loses other scores."""
     bars, fund, secs = data
-    cut = sorted(bars["date"].unique())[300]
-    gone = bars[~((bars["symbol"] == "MSFT") & (bars["date"] > cut))]
+    dates = sorted(bars["date"].unique())
+    gone = bars[~((bars["symbol"] == "MSFT") & (bars["date"] > dates[300]))]      # stops for good
+    gone = gone[~((gone["symbol"] == "XOM") & (gone["date"] == dates[-1]))]      # misses the last one
     clock = {"t": 0.0}
     p = ScoringPipeline(ModelSource(None, scorer=LinearScorer()), sectors=secs,
                         config=PipelineConfig(grace_s=5.0, max_pending=2), clock=lambda: clock["t"])
@@ -181,5 +182,5 @@ def test_missing_symbol_closes_by_watermark_and_quiet_input(data):
     scores = [o.value for o in outs if o.kind == "scores"]
     assert len(scores) == len(gone)
     stale = [o.value for o in outs if o.kind == "alerts" and o.value["type"] == "stale_symbol"]
-    assert [a["symbol"] for a in stale] == ["MSFT"]
-    assert "MSFT" not in p.active
+    assert [a["symbol"] for a in stale] == ["MSFT", "XOM"]
+    assert "MSFT" not in p.active and "XOM" not in p.active
