@@ -182,5 +182,5 @@ def test_missing_symbol_closes_by_watermark_and_quiet_input(data):
     scores = [o.value for o in outs if o.kind == "scores"]
     assert len(scores) == len(gone)
     stale = [o.value for o in outs if o.kind == "alerts" and o.value["type"] == "stale_symbol"]
-    assert [a["symbol"] for a in stale] == ["MSFT", "XOM"]
+    assert {a["symbol"] for a in stale} == {"DHR", "O", "MSFT", "XOM"}  # DHR and O: the March-2015 gap
     assert "MSFT" not in p.active and "XOM" not in p.active
