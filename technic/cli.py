@@ -92,12 +92,13 @@ def demo(
 
 
 def _register_optional() -> None:
-    """Sub-commands that live in their own modules (research, registry, online)."""
-    try:
-        from .commands import research
-    except ImportError:  # pragma: no cover - module not present in a partial checkout
-        return
-    research.register(app)
+    """Sub-commands that live in their own modules (research, registry, online, retrain, hpo)."""
+    import importlib
+    import importlib.util
+    for name in ("research", "online", "retrain", "hpo"):
+        mod = f"technic.commands.{name}"
+        if importlib.util.find_spec(mod) is not None:  # import errors inside a module are real errors
+            importlib.import_module(mod).register(app)
 
 
 _register_optional()
