@@ -68,6 +68,7 @@ class ExtensionResult:
 class PipelineConfig:
     grace_s: float = 2.0          # close the oldest timestamp after this long without any new bar
     max_pending: int = 2          # ... or when more than this many later timestamps are buffered
+    history_len: int = 64         # feature rows kept per symbol for sequence models (Scorer.seq_len)
     top_k: int = 5                # feature contributions per score (0 = none)
     max_payload: int = 65536
     alert_cooldown: int = 20      # timestamps between repeats of one alert
@@ -138,6 +139,9 @@ class ScoringPipeline:
         self.gate = AlertGate(self.cfg.alert_cooldown)
         self._feature_index = {n: i for i, n in enumerate(R.FEATURE_NAMES)}
         self._ret_col = self._feature_index["ret_1"]
+        n_feat = len(R.FEATURE_NAMES)
+        self.hist = np.full((self.engine.capacity, self.cfg.history_len, n_feat), np.nan)
+        self.hist_cnt = np.zeros(self.engine.capacity, np.int64)
 
     # -- inputs -------------------------------------------------------------------
     def on_bar(self, raw: bytes, topic: str = "bars", partition: int | None = None,
@@ -260,6 +264,7 @@ class ScoringPipeline:
         self.last_closed = t
         self.stats.timestamps_closed += 1
         self.stats.bars_applied += len(names)
+        self._push_history(names, feats)
         out = self._data_quality(t, names, feats)
         swapped = self.models.at_boundary()
         if swapped:
@@ -274,7 +279,11 @@ class ScoringPipeline:
     def _score(self, t, names, feats, scorer, received, closes) -> list[Output]:
         cols = [self._feature_index[f] for f in scorer.feature_names]
         X = np.ascontiguousarray(feats[:, cols])
-        scores = scorer.score(X)
+        seq_len = int(getattr(scorer, "seq_len", 0) or 0)
+        if seq_len:
+            scores = scorer.score(X, history=self.history(names, cols, seq_len))
+        else:
+            scores = scorer.score(X)
         horizons = list(scorer.horizons)
         primary = scores[horizons[0]]
         pct = cs_rank(primary)
@@ -318,6 +327,31 @@ class ScoringPipeline:
             del self.stats.latency_s[:50_000]
         self.stats.scores_out += sum(o.kind == "scores" for o in out)
         return out
+
+    # -- per-symbol feature history (for sequence models) ------------------------------
+    def _push_history(self, names, feats) -> None:
+        slots = np.array([self.engine.slots[s] for s in names], dtype=np.intp)
+        if self.engine.capacity > self.hist.shape[0]:
+            pad = self.engine.capacity - self.hist.shape[0]
+            self.hist = np.concatenate([self.hist, np.full((pad,) + self.hist.shape[1:], np.nan)])
+            self.hist_cnt = np.concatenate([self.hist_cnt, np.zeros(pad, np.int64)])
+        L = self.hist.shape[1]
+        self.hist[slots, self.hist_cnt[slots] % L] = feats
+        self.hist_cnt[slots] += 1
+
+    def history(self, names, cols, seq_len: int) -> np.ndarray:
+        """(k, seq_len, len(cols)) last feature rows per symbol, oldest first, current last, NaN-padded."""
+        L = self.hist.shape[1]
+        if seq_len > L:
+            raise ValueError(f"model needs {seq_len} bars of history; the pipeline keeps {L} "
+                             f"(PipelineConfig.history_len)")
+        slots = np.array([self.engine.slots[s] for s in names], dtype=np.intp)
+        cnt = self.hist_cnt[slots]
+        back = np.arange(seq_len - 1, -1, -1)              # seq_len-1 ... 0 bars ago
+        idx = cnt[:, None] - 1 - back[None, :]              # absolute bar numbers
+        rows = self.hist[slots[:, None], idx % L][:, :, cols]
+        rows[idx < 0] = np.nan
+        return rows
 
     def _data_quality(self, t, names, feats) -> list[Output]:
         ret = feats[:, self._ret_col]

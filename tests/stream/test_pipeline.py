@@ -184,3 +184,21 @@ def test_missing_symbol_closes_by_watermark_and_quiet_input(data):
     stale = [o.value for o in outs if o.kind == "alerts" and o.value["type"] == "stale_symbol"]
     assert {a["symbol"] for a in stale} == {"DHR", "O", "MSFT", "XOM"}  # DHR and O: the March-2015 gap
     assert "MSFT" not in p.active and "XOM" not in p.active
+
+
+def test_feature_history_matches_each_symbols_past_rows(data):
+    """Sequence models get the symbol's own last seq_len feature rows, oldest first, NaN-padded."""
+    bars, fund, secs = data
+    p, outs = run_stream(list(bar_records(bars)), fund, secs)
+    F = compute_features(bars, fund, secs)
+    names = sorted(secs)
+    cols = [0, 5, 40]
+    h = p.history(names, cols, 10)
+    for i, sym in enumerate(names):
+        own = F.xs(sym, level="symbol").iloc[-10:, cols].to_numpy()
+        np.testing.assert_array_equal(h[i], own)
+    first = bars[bars["date"] <= bars["date"].min()]
+    short = run_stream(list(bar_records(first)), fund, secs)[0]
+    hs = short.history(names, cols, 3)
+    assert np.isnan(hs[:, :2]).all()  # padding before the first bar
+    np.testing.assert_array_equal(hs[:, 2], compute_features(first, fund, secs).iloc[:, cols].to_numpy())
