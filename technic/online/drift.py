@@ -10,8 +10,12 @@
   windows of ``window`` timestamps; at the end of each window
   ``PSI = sum_b (a_b - e_b) * ln(a_b / e_b)`` with both shares floored at ``eps``. Bin b of a value x is
   the number of unique inner decile edges strictly below x (x <= edge goes left), so the expected share
-  of a bin is the decile mass between its edges (tied deciles merge bins); NaN has its own bin with the
-  training missing rate.
+  of a bin is the decile mass between its edges (tied deciles merge bins and a tied value, a point
+  mass, is given the midpoint between its decile level and the next); NaN has its own bin with the
+  training missing rate only with ``include_missing=True``. The default compares the finite values
+  alone (shares renormalized): the training missing rate is dominated by the features' warm-up
+  (a 252-bar lookback leaves a third of a 3-year training set NaN), which a warmed-up stream never
+  shows, so including it would raise a permanent false alarm.
 - ``RollingIC``: rolling mean of the last ``window`` daily RankICs (``ic_decay`` below a threshold).
 - ``DeadLetterRate``: dead letters / bars received over the last ``window`` timestamps.
 """
@@ -105,10 +109,14 @@ def reference_bins(ref: dict) -> tuple[np.ndarray, np.ndarray]:
     if vals is None or any(v is None for v in vals):
         return np.zeros(0), np.array([0.0, 1.0])  # no finite training values: everything expected missing
     v = np.asarray(vals, dtype=np.float64)
-    inner_v, inner_q = v[1:-1], q[1:-1]
-    edges = np.unique(inner_v)
-    # cdf at each unique edge: the highest quantile level whose value equals it
-    cdf = np.array([inner_q[inner_v == e].max() for e in edges])
+    edges = np.unique(v[1:-1])
+    # cdf at each unique edge: the highest quantile level q_k whose value equals it; a tied edge
+    # (a point mass) holds somewhere between q_k and q_{k+1}: take the midpoint
+    cdf = []
+    for e in edges:
+        k = int(np.flatnonzero(v[:-1] == e).max())
+        cdf.append(q[k] if (v == e).sum() == 1 else 0.5 * (q[k] + q[k + 1]))
+    cdf = np.asarray(cdf)
     shares = np.diff(np.r_[0.0, cdf, 1.0]) * (1.0 - miss)
     return edges, np.r_[shares, miss]
 
@@ -127,9 +135,10 @@ def psi(actual_counts, expected_shares, eps: float = 1e-4) -> float:
 class PSIMonitor:
     """Per-feature PSI over tumbling windows of ``window`` timestamps (see module docstring)."""
 
-    def __init__(self, reference: dict, feature_names, window: int = 20, eps: float = 1e-4):
+    def __init__(self, reference: dict, feature_names, window: int = 20, eps: float = 1e-4,
+                 include_missing: bool = False):
         self.feature_names = [f for f in feature_names if f in reference]
-        self.window, self.eps = int(window), float(eps)
+        self.window, self.eps, self.include_missing = int(window), float(eps), bool(include_missing)
         self.reference = {f: reference[f] for f in self.feature_names}
         self._bins = [reference_bins(self.reference[f]) for f in self.feature_names]
         self.counts = [np.zeros(len(e) + 2) for e, _ in self._bins]
@@ -147,7 +156,11 @@ class PSIMonitor:
         self.n_ts += 1
         if self.n_ts < self.window:
             return None
-        out = {f: psi(c, e, self.eps) for f, c, (_, e) in zip(self.feature_names, self.counts, self._bins)}
+        out = {}
+        for f, c, (_, e) in zip(self.feature_names, self.counts, self._bins):
+            if not self.include_missing:
+                c, e = c[:-1], e[:-1] / e[:-1].sum() if e[:-1].sum() > 0 else e[:-1]
+            out[f] = psi(c, e, self.eps)
         for c in self.counts:
             c[:] = 0
         self.n_ts = 0
@@ -155,11 +168,11 @@ class PSIMonitor:
 
     def to_dict(self) -> dict:
         return {"reference": self.reference, "feature_names": self.feature_names, "window": self.window,
-                "eps": self.eps, "n_ts": self.n_ts, "counts": [c.tolist() for c in self.counts]}
+                "eps": self.eps, "include_missing": self.include_missing, "n_ts": self.n_ts, "counts": [c.tolist() for c in self.counts]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PSIMonitor":
-        m = cls(d["reference"], d["feature_names"], d["window"], d["eps"])
+        m = cls(d["reference"], d["feature_names"], d["window"], d["eps"], d["include_missing"])
         m.n_ts = int(d["n_ts"])
         m.counts = [np.asarray(c, dtype=np.float64) for c in d["counts"]]
         return m
