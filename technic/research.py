@@ -32,12 +32,17 @@ from .explain import global_importance
 from .labels import make_labels
 from .models.baselines import baseline_predictions, equal_weight_metrics
 from .models.gbm import MODEL_NAMES, make_model
+from .models.meta import WinProbModel
+from .models.meta import evaluate as evaluate_win_prob
+from .models.stacking import RidgeStacker, oof_predictions
 from .models.preprocess import cross_sectional_target, cross_sectional_transform
 from .selection import FeatureSelector, selection_stability
 from .validation import WalkForwardSplit
 
 
 MIN_SYMBOLS = 10  # per date: fewer names make daily ranks, deciles and RankIC meaningless
+META_MODELS = ("stack",)  # combine the base models (out-of-fold Ridge, ``models.stacking``)
+ALL_MODEL_NAMES = (*MODEL_NAMES, *META_MODELS)
 
 
 @dataclass
@@ -58,12 +63,27 @@ class BacktestConfig:
     n_threads: int = 2
     model_params: dict = field(default_factory=dict)  # {"lgbm": {...}, "xgb": {...}}
     selector_params: dict = field(default_factory=dict)  # FeatureSelector overrides (sample_rows, ...)
+    stack_folds: int = 3                   # inner purged K-fold for out-of-fold base predictions
+    stack_alpha: float = 1.0
+    stack_positive: bool = True
+    win_prob: bool | None = None           # meta-model P(win); None = on when 'stack' is requested
+    win_prob_params: dict = field(default_factory=dict)  # WinProbModel overrides
+
+    @property
+    def base_models(self) -> tuple:
+        return tuple(m for m in self.models if m not in META_MODELS)
+
+    @property
+    def use_win_prob(self) -> bool:
+        return ("stack" in self.models) if self.win_prob is None else bool(self.win_prob)
 
     def check(self) -> None:
-        bad = [m for m in self.models if m not in MODEL_NAMES]
-        if bad or not self.models:
+        bad = [m for m in self.models if m not in ALL_MODEL_NAMES]
+        if bad or not self.models or not self.base_models:
             raise TechnicError(f"unknown model name(s) {bad or list(self.models)}; expected a comma-separated "
-                               f"subset of {', '.join(MODEL_NAMES)}")
+                               f"subset of {', '.join(ALL_MODEL_NAMES)} with at least one base model")
+        if ("stack" in self.models or self.use_win_prob) and self.stack_folds < 2:
+            raise TechnicError(f"stack_folds must be >= 2, got {self.stack_folds}")
         if not self.horizons or any(int(h) < 1 for h in self.horizons):
             raise TechnicError(f"horizons must be positive bar counts, got {list(self.horizons)}")
         if self.test_days < 1 or self.min_train_days < 20:
@@ -113,15 +133,27 @@ def _subsample(idx: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
 
 
-def fit_fold(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx: np.ndarray,
-             cfg: BacktestConfig, horizon: int, seed: int) -> tuple[list[str], dict]:
-    """Select features and fit every model on one training fold; return (features, {name: model})."""
+def _make_base(cfg: BacktestConfig, horizon: int, seed: int) -> dict:
+    return {name: make_model(name, params=cfg.model_params.get(name), n_estimators=cfg.n_estimators,
+                             early_stopping_rounds=cfg.early_stopping_rounds, gap_days=horizon,
+                             seed=seed, n_threads=cfg.n_threads) for name in cfg.base_models}
+
+
+def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx: np.ndarray,
+                      cfg: BacktestConfig, horizon: int, seed: int, excess: np.ndarray | None = None) -> dict:
+    """Select features, fit the base models and (if asked) the stacker and win-prob meta-model on one
+    training fold. Returns {features, models, stacker, win_prob, rows, fit_s: {name: seconds}}.
+
+    The stacker and the meta-model are fitted on OUT-OF-FOLD base predictions of the training rows
+    (purged inner K-fold, purge = horizon, embargo = cfg.embargo_days), never on in-sample fits.
+    """
     tr = train_idx[np.isfinite(target[train_idx])]
     tr = _subsample(tr, cfg.max_train_rows, seed)
     if len(tr) < 500:
         raise TechnicError(f"training fold has only {len(tr)} labelled rows; need at least 500 "
                            "(use more symbols or dates)")
     Xtr = Xn.iloc[tr]
+    t0 = time.perf_counter()
     if cfg.k_features:
         sel = FeatureSelector(**{"k": cfg.k_features, "seed": seed, "n_threads": cfg.n_threads,
                                  **cfg.selector_params}).fit(Xtr, target[tr])
@@ -129,14 +161,39 @@ def fit_fold(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx:
     else:
         usable = Xtr.columns[(Xtr.isna().mean() <= 0.5) & (Xtr.nunique() > 1)]
         feats = list(usable)
+    fit_s = {"selection": time.perf_counter() - t0}
     A = Xtr[feats].to_numpy(np.float64)
     models = {}
-    for name in cfg.models:
-        m = make_model(name, params=cfg.model_params.get(name), n_estimators=cfg.n_estimators,
-                       early_stopping_rounds=cfg.early_stopping_rounds, gap_days=horizon,
-                       seed=seed, n_threads=cfg.n_threads)
+    for name, m in _make_base(cfg, horizon, seed).items():
+        t0 = time.perf_counter()
         models[name] = m.fit(A, target[tr], dates[tr])
-    return feats, models
+        fit_s[name] = time.perf_counter() - t0
+    out = {"features": feats, "models": models, "stacker": None, "win_prob": None, "rows": tr, "fit_s": fit_s}
+    if "stack" in cfg.models or cfg.use_win_prob:
+        t0 = time.perf_counter()
+        P, names = oof_predictions(lambda s: _make_base(cfg, horizon, s), A, target[tr], dates[tr],
+                                   cfg.stack_folds, horizon, cfg.embargo_days, seed + 7919)
+        fit_s["oof_base"] = time.perf_counter() - t0
+        if "stack" in cfg.models:
+            t0 = time.perf_counter()
+            out["stacker"] = RidgeStacker(cfg.stack_alpha, cfg.stack_positive).fit(P, target[tr])
+            fit_s["stack"] = time.perf_counter() - t0 + fit_s["oof_base"]
+        if cfg.use_win_prob:
+            if excess is None:
+                raise TechnicError("the win-probability meta-model needs the excess-return labels")
+            t0 = time.perf_counter()
+            wp = WinProbModel(**{"gap_days": horizon, "seed": seed, "n_threads": cfg.n_threads,
+                                 **cfg.win_prob_params})
+            out["win_prob"] = wp.fit(np.hstack([A, P]), excess[tr], dates[tr])
+            fit_s["win_prob"] = time.perf_counter() - t0
+    return out
+
+
+def fit_fold(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx: np.ndarray,
+             cfg: BacktestConfig, horizon: int, seed: int) -> tuple[list[str], dict]:
+    """Select features and fit every base model on one training fold; return (features, {name: model})."""
+    r = fit_fold_ensemble(Xn, target, dates, train_idx, cfg, horizon, seed)
+    return r["features"], r["models"]
 
 
 def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig,
@@ -170,20 +227,30 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
     test_index = features.index[test_all]
     results = {"horizons": {}, "folds": [], "selection": {}, "timing": {"fit_s": 0.0, "predict_s": 0.0,
                                                                          "train_rows": 0, "predict_rows": 0}}
+    results["timing"]["fit_s_by_model"] = {}
+    results["win_prob"] = {}
     for h in cfg.horizons:
         target = cross_sectional_target(labels[f"excess_{h}"]).to_numpy()
+        excess = labels[f"excess_{h}"].to_numpy(np.float64)
         preds = {name: np.full(len(features), np.nan) for name in cfg.models}
-        shap_sum: dict[str, dict[str, float]] = {name: {} for name in cfg.models}
+        probs = {}
+        naive = {}
+        shap_sum: dict[str, dict[str, float]] = {name: {} for name in cfg.base_models}
         sets = []
         for i, (tr, te) in enumerate(folds):
             t0 = time.perf_counter()
-            feats, models = fit_fold(Xn, target, dates, tr, cfg, h, cfg.seed + i)
+            fit = fit_fold_ensemble(Xn, target, dates, tr, cfg, h, cfg.seed + i, excess)
+            feats, models = fit["features"], fit["models"]
             t1 = time.perf_counter()
             sets.append(feats)
             A = Xn.iloc[te][feats].to_numpy(np.float64)
             row = {"horizon": h, "fold": i, "n_features": len(feats),
                    "train_start": fold_table.train_start[i], "train_end": fold_table.train_end[i],
-                   "test_start": fold_table.test_start[i], "test_end": fold_table.test_end[i]}
+                   "test_start": fold_table.test_start[i], "test_end": fold_table.test_end[i],
+                   "fit_s": {k: round(v, 3) for k, v in fit["fit_s"].items()}}
+            for k, v in fit["fit_s"].items():
+                fsm = results["timing"]["fit_s_by_model"]
+                fsm[k] = fsm.get(k, 0.0) + v
             t_pred = 0.0
             for name, m in models.items():
                 tp = time.perf_counter()
@@ -192,9 +259,19 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
                 sub = A[_subsample(np.arange(len(A)), cfg.shap_rows, cfg.seed)]
                 for f, v in global_importance(m.contributions(sub), feats).items():
                     shap_sum[name][f] = shap_sum[name].get(f, 0.0) + v / len(folds)
+                row[f"{name}_trees"] = int(m.best_iteration_)
+            P = np.column_stack([preds[n][te] for n in cfg.base_models])
+            if fit["stacker"] is not None:
+                preds["stack"][te] = fit["stacker"].predict(P)
+                row["stack_coef"] = dict(zip(cfg.base_models, fit["stacker"].coef_.round(6).tolist()))
+            if fit["win_prob"] is not None:
+                pr = fit["win_prob"].predict_proba(np.hstack([A, P]))
+                for t, p in pr.items():
+                    probs.setdefault(t, np.full(len(features), np.nan))[te] = p
+                    naive.setdefault(t, np.full(len(features), np.nan))[te] = fit["win_prob"].base_rates_[t]
+            for name in cfg.models:
                 fp = pd.Series(preds[name][te], index=features.index[te])
                 row[f"{name}_rank_ic"] = float(M.daily_ic(fp, labels[f"excess_{h}"].iloc[te], "spearman").mean())
-                row[f"{name}_trees"] = int(m.best_iteration_)
             tm = results["timing"]
             tm["fit_s"] += t1 - t0          # selection + fitting every model of the fold
             tm["predict_s"] += t_pred       # model.predict on the test block only
@@ -203,12 +280,16 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
             results["folds"].append(row)
             if progress:
                 progress(1)
+        if probs:
+            results["win_prob"][h] = evaluate_win_prob({t: p[test_all] for t, p in probs.items()}, excess[test_all],
+                                                       dates[test_all], {t: v[test_all] for t, v in naive.items()})
         hres = {"labels": labels.iloc[test_all][[f"fwd_ret_{h}", f"excess_{h}"]], "models": {}, "baselines": {}}
         for name in cfg.models:
-            hres["models"][name] = {"pred": pd.Series(preds[name][test_all], index=test_index, name=name),
-                                    "importance": dict(sorted(shap_sum[name].items(), key=lambda kv: -kv[1]))}
-        if len(cfg.models) > 1:
-            ens = np.mean([preds[n][test_all] for n in cfg.models], axis=0)
+            hres["models"][name] = {"pred": pd.Series(preds[name][test_all], index=test_index, name=name)}
+            if name in shap_sum:
+                hres["models"][name]["importance"] = dict(sorted(shap_sum[name].items(), key=lambda kv: -kv[1]))
+        if len(cfg.base_models) > 1:
+            ens = np.mean([preds[n][test_all] for n in cfg.base_models], axis=0)
             hres["models"]["ensemble"] = {"pred": pd.Series(ens, index=test_index, name="ensemble")}
         for name, p in base.items():
             hres["baselines"][name] = {"pred": p.iloc[test_all]}
@@ -269,11 +350,28 @@ def run_backtest(bars, fundamentals=None, securities=None, alt=None, *, out_dir,
             "target": "per-date rank-gauss of excess_h", "features_s": round(t_feat, 1),
             "walk_forward_s": round(t_wf, 1)}
     meta.update({f"selection_stability_h{h}": s["stability_jaccard"] for h, s in results["selection"].items()})
+    meta.update({f"fit_s_{k}": round(v, 1) for k, v in results["timing"].get("fit_s_by_model", {}).items()})
+    for h, wp in results.get("win_prob", {}).items():
+        for t, e in wp.items():
+            meta[f"win_prob_h{h}_{t}_brier"] = e["brier"]
+            meta[f"win_prob_h{h}_{t}_brier_base_rate"] = e["brier_base_rate"]
+    if "stack" in cfg.models:
+        from .models.stacking import compare
+        for h, hres in results["horizons"].items():
+            cmp = compare({n: e["metrics"] for n, e in hres["models"].items()}, list(cfg.base_models))
+            results.setdefault("stacking", {})[h] = cmp
+            meta[f"stack_vs_h{h}"] = (f"stack {cmp['stack']:.4f} vs equal-weight {cmp['equal_weight_average'] or float('nan'):.4f} "
+                                      f"vs best single {cmp['best_single']} {cmp['best_single_value']:.4f} (RankIC)")
     results["meta"] = meta
     paths = write_tearsheet(out_dir, results, title)
     doc = json.loads(Path(paths["metrics"]).read_text())
-    extra = {"folds": results["folds"], "selection": results["selection"], "timing": results["timing"]}
     from .evaluation.tearsheet import to_jsonable
+    extra = {"folds": results["folds"], "selection": results["selection"], "timing": results["timing"],
+             "stacking": results.get("stacking")}
+    if results.get("win_prob"):
+        from .models.meta import plot_reliability
+        (Path(out_dir) / "win_prob.json").write_text(json.dumps(to_jsonable(results["win_prob"]), indent=1))
+        plot_reliability(results["win_prob"], Path(out_dir) / "reliability.png")
     (Path(out_dir) / "folds.json").write_text(json.dumps(to_jsonable(extra), indent=1))
     doc["_results"] = results
     doc["_paths"] = paths

@@ -34,7 +34,8 @@ from .labels import make_labels
 from .models.gbm import MODELS
 from .models.preprocess import cross_sectional_target, cross_sectional_transform
 from .models.scoring import SPEC_NAME
-from .research import BacktestConfig, cached_features, data_hash, fit_fold, summarize_results, walk_forward
+from .research import (BacktestConfig, cached_features, data_hash, fit_fold_ensemble, summarize_results,
+                       walk_forward)
 
 DECILES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
@@ -59,14 +60,16 @@ def fit_final(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig)
     per_h = {}
     for h in cfg.horizons:
         target = cross_sectional_target(labels[f"excess_{h}"]).to_numpy()
-        per_h[h] = fit_fold(Xn, target, dates, np.arange(len(features)), cfg, h, cfg.seed + 1000)
+        excess = labels[f"excess_{h}"].to_numpy(np.float64)
+        per_h[h] = fit_fold_ensemble(Xn, target, dates, np.arange(len(features)), cfg, h, cfg.seed + 1000, excess)
     order = {n: i for i, n in enumerate(features.columns)}
-    names = sorted({f for feats, _ in per_h.values() for f in feats}, key=order.get)
+    names = sorted({f for r in per_h.values() for f in r["features"]}, key=order.get)
     pos = {n: i for i, n in enumerate(names)}
     spec = {"feature_names": names, "horizons": [int(h) for h in cfg.horizons], "preprocess": "gauss",
             "models": {}}
     files = {}
-    for h, (feats, models) in per_h.items():
+    for h, r in per_h.items():
+        feats, models = r["features"], r["models"]
         spec["models"][str(h)] = []
         for kind, m in models.items():
             fname = f"model_h{h}_{kind}{MODELS[kind].suffix}"
@@ -74,6 +77,13 @@ def fit_final(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig)
             spec["models"][str(h)].append({"kind": kind, "file": fname, "columns": [pos[f] for f in feats],
                                            "features": feats, "trees": int(m.best_iteration_),
                                            "params": m.get_params()})
+        if r["stacker"] is not None:  # score = Ridge over the base predictions, in spec["models"][h] order
+            spec.setdefault("stack", {})[str(h)] = {"models": list(models), **r["stacker"].to_dict()}
+        if r["win_prob"] is not None:  # meta-model inputs: the columns, then the base predictions
+            prefix = f"meta_h{h}"
+            files.update(r["win_prob"].to_files(prefix))
+            spec.setdefault("win_prob", {})[str(h)] = {"prefix": prefix, "columns": [pos[f] for f in feats],
+                                                       "models": list(models)}
     files[SPEC_NAME] = json.dumps(spec, indent=1).encode()
     return names, spec, files
 
@@ -95,7 +105,8 @@ def train_and_register(bars, fundamentals=None, securities=None, alt=None, *, re
     results = walk_forward(feats, labels, cfg)
     summary = summarize_results(results, cfg.cost_bps)
     primary = int(cfg.horizons[0])
-    cand_name = "ensemble" if len(cfg.models) > 1 else cfg.models[0]
+    cand_name = ("stack" if "stack" in cfg.models else
+                 "ensemble" if len(cfg.base_models) > 1 else cfg.base_models[0])  # = what the Scorer serves
     cand = dict(summary[primary][cand_name])
     baselines = {"momentum_12_1": summary[primary]["momentum_12_1"]}
     names, spec, files = fit_final(feats, labels, cfg)

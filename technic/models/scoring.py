@@ -9,8 +9,18 @@ rows, whatever their order. Scoring a single row alone is allowed but meaningles
 row ranks at the centre of every feature).
 
 Per horizon, the score is the mean of the version's models (LightGBM and/or XGBoost), each
-reading its own subset (``columns``) of ``feature_names``. ``contributions`` are the models'
-native TreeSHAP values (averaged the same way), reported against the raw feature values.
+reading its own subset (``columns``) of ``feature_names``; when the version has a stack
+(``spec["stack"][h]``), it is the Ridge combination ``P @ coef + intercept`` of the base
+predictions instead. ``contributions`` are the models' native TreeSHAP values (averaged, or
+weighted by the stack coefficients), reported against the raw feature values.
+
+``win_prob(X)`` (only when the version has a meta-model, else the attribute is ``None``):
+calibrated P(excess_h > 0) per row for the primary (first) horizon with a meta-model;
+``win_probs(X)`` gives every target ({"pos", "top10"}) per horizon.
+
+Sequence models: ``seq_len`` is 0 for tree-only versions; ``score(X, history=None)`` accepts
+``history`` of shape (k, seq_len, len(feature_names)) (oldest first, current row last,
+NaN-padded at the start) and ignores it when ``seq_len == 0``.
 """
 
 from __future__ import annotations
@@ -33,14 +43,47 @@ class Scorer:
 
     win_prob = None  # optional callable (issue 5: meta-model win probability)
 
+    seq_len = 0
+
     def __init__(self, version: str, feature_names: list[str], horizons: list[int], models: dict,
-                 preprocess: str = "gauss"):
+                 preprocess: str = "gauss", stack: dict | None = None, meta: dict | None = None):
         self.version = version
         self.feature_names = list(feature_names)
         self.horizons = [int(h) for h in horizons]
         self._models = models  # {h: [(name, model, np.ndarray columns)]}
         self.preprocess = preprocess
-        self.win_prob = None
+        self._stack = stack or {}  # {h: (coef (m,), intercept)} in self._models[h] order
+        self._meta = meta or {}    # {h: (WinProbModel, np.ndarray columns)}
+        self.seq_len = 0
+        self.win_prob = self._win_prob if self._meta else None
+
+    def _weights(self, h: int) -> np.ndarray:
+        n = len(self._models[h])
+        return self._stack[h][0] if h in self._stack else np.full(n, 1.0 / n)
+
+    def _base_preds(self, Z: np.ndarray, h: int) -> np.ndarray:
+        return np.column_stack([m.predict(Z[:, cols]) for _, m, cols in self._models[h]])
+
+    def _combine(self, P: np.ndarray, h: int) -> np.ndarray:
+        if h in self._stack:
+            coef, b = self._stack[h]
+            return P @ coef + b
+        return np.mean(P, axis=1)
+
+    def win_probs(self, X) -> dict[int, dict[str, np.ndarray]]:
+        """{h: {target: (k,)}} calibrated probabilities (see module docstring)."""
+        _, Z = self._prepare(X)
+        out = {}
+        for h, (wp, cols) in self._meta.items():
+            if len(Z) == 0:
+                out[h] = {t: np.zeros(0) for t in wp.boosters_}
+                continue
+            out[h] = wp.predict_proba(np.hstack([Z[:, cols], self._base_preds(Z, h)]))
+        return out
+
+    def _win_prob(self, X) -> np.ndarray:
+        h = min(self._meta, key=self.horizons.index)
+        return self.win_probs(X)[h]["pos"]
 
     def _prepare(self, X) -> tuple[np.ndarray, np.ndarray]:
         X = np.asarray(X, dtype=np.float64)
@@ -49,7 +92,7 @@ class Scorer:
                              f"got {X.shape}")
         return X, rank_gauss(X, self.preprocess)
 
-    def score(self, X) -> dict[int, np.ndarray]:
+    def score(self, X, history=None) -> dict[int, np.ndarray]:
         """Per-horizon scores (k,) for the k symbols of one timestamp; higher = better expected excess."""
         _, Z = self._prepare(X)
         out = {}
@@ -57,8 +100,7 @@ class Scorer:
             if len(Z) == 0:
                 out[h] = np.zeros(0)
                 continue
-            preds = [m.predict(Z[:, cols]) for _, m, cols in self._models[h]]
-            out[h] = np.mean(np.vstack(preds), axis=0)
+            out[h] = self._combine(self._base_preds(Z, h), h)
         return out
 
     def contributions(self, X, top_k: int = 5, horizon: int | None = None) -> list[list[tuple[str, float, float]]]:
@@ -68,9 +110,8 @@ class Scorer:
             raise ValueError(f"horizon {h} not in this model's horizons {self.horizons}")
         X, Z = self._prepare(X)
         C = np.zeros_like(Z)
-        entries = self._models[h]
-        for _, m, cols in entries:
-            C[:, cols] += m.contributions(Z[:, cols])[:, : len(cols)] / len(entries)
+        for (_, m, cols), w in zip(self._models[h], self._weights(h)):
+            C[:, cols] += m.contributions(Z[:, cols])[:, : len(cols)] * w
         return top_contributions(C, X, self.feature_names, top_k)
 
     def __repr__(self) -> str:
@@ -89,7 +130,18 @@ def scorer_from_version(loaded, n_threads: int = 2) -> Scorer:
     for h, entries in spec["models"].items():
         models[int(h)] = [(e["kind"], load_model(e["kind"], loaded.read_bytes(e["file"]), n_threads),
                            np.asarray(e["columns"], dtype=np.int64)) for e in entries]
-    return Scorer(loaded.version, spec["feature_names"], spec["horizons"], models, spec.get("preprocess", "gauss"))
+    stack = {}
+    for h, st in (spec.get("stack") or {}).items():
+        if st["models"] != [e["kind"] for e in spec["models"][h]]:
+            raise RegistryError(f"{loaded.version}: stack models {st['models']} do not match the h={h} models")
+        stack[int(h)] = (np.asarray(st["coef"], dtype=np.float64), float(st["intercept"]))
+    meta = {}
+    for h, wp in (spec.get("win_prob") or {}).items():
+        from technic.models.meta import WinProbModel
+        meta[int(h)] = (WinProbModel.from_files(loaded.read_bytes, wp["prefix"], n_threads),
+                        np.asarray(wp["columns"], dtype=np.int64))
+    return Scorer(loaded.version, spec["feature_names"], spec["horizons"], models, spec.get("preprocess", "gauss"),
+                  stack=stack, meta=meta)
 
 
 def load_scorer(registry_root: str | Path | None = None, version: str | None = None) -> Scorer:
