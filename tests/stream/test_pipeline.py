@@ -191,7 +191,7 @@ def test_feature_history_matches_each_symbols_past_rows(data):
     bars, fund, secs = data
     p, outs = run_stream(list(bar_records(bars)), fund, secs)
     F = compute_features(bars, fund, secs)
-    names = sorted(secs)
+    names = sorted(bars["symbol"].unique())
     cols = [0, 5, 40]
     h = p.history(names, cols, 10)
     for i, sym in enumerate(names):
