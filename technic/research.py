@@ -34,6 +34,7 @@ from .models.baselines import baseline_predictions, equal_weight_metrics
 from .models.gbm import MODEL_NAMES, make_model
 from .models.meta import WinProbModel
 from .models.meta import evaluate as evaluate_win_prob
+from .models.regime import REGIME_FEATURES, regime_columns, sector_neutral
 from .models.stacking import RidgeStacker, oof_predictions
 from .models.preprocess import cross_sectional_target, cross_sectional_transform
 from .selection import FeatureSelector, selection_stability
@@ -68,6 +69,8 @@ class BacktestConfig:
     stack_positive: bool = True
     win_prob: bool | None = None           # meta-model P(win); None = on when 'stack' is requested
     win_prob_params: dict = field(default_factory=dict)  # WinProbModel overrides
+    regime: bool = False                   # append past-only market-regime columns (models.regime)
+    sector_neutral: bool = False           # train on sector-neutral excess (needs sectors); metrics unchanged
 
     @property
     def base_models(self) -> tuple:
@@ -153,14 +156,17 @@ def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, t
         raise TechnicError(f"training fold has only {len(tr)} labelled rows; need at least 500 "
                            "(use more symbols or dates)")
     Xtr = Xn.iloc[tr]
+    forced = [c for c in REGIME_FEATURES if c in Xtr.columns]  # regime columns bypass selection
+    Xtr_sel = Xtr.drop(columns=forced) if forced else Xtr
     t0 = time.perf_counter()
     if cfg.k_features:
         sel = FeatureSelector(**{"k": cfg.k_features, "seed": seed, "n_threads": cfg.n_threads,
-                                 **cfg.selector_params}).fit(Xtr, target[tr])
-        feats = sel.selected_
+                                 **cfg.selector_params}).fit(Xtr_sel, target[tr])
+        feats = list(sel.selected_)
     else:
-        usable = Xtr.columns[(Xtr.isna().mean() <= 0.5) & (Xtr.nunique() > 1)]
+        usable = Xtr_sel.columns[(Xtr_sel.isna().mean() <= 0.5) & (Xtr_sel.nunique() > 1)]
         feats = list(usable)
+    feats += forced
     fit_s = {"selection": time.perf_counter() - t0}
     A = Xtr[feats].to_numpy(np.float64)
     models = {}
@@ -197,7 +203,7 @@ def fit_fold(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx:
 
 
 def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig,
-                 progress: Callable[[int], None] | None = None) -> dict:
+                 progress: Callable[[int], None] | None = None, sectors: dict | None = None) -> dict:
     """Run the walk-forward; return the tear-sheet ``results`` dict plus ``folds`` / ``selection``."""
     cfg.check()
     for h in cfg.horizons:
@@ -222,6 +228,10 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
     except ValueError as e:
         raise TechnicError(f"walk-forward: {e} ({n_dates} dates in the data)") from None
     Xn = cross_sectional_transform(features)
+    if cfg.regime:  # date-constant columns: appended after the per-date transform (see models.regime)
+        Xn = pd.concat([Xn, regime_columns(features)], axis=1)
+    if cfg.sector_neutral and not sectors:
+        raise TechnicError("sector_neutral=True needs a sector map (pass --securities)")
     base = baseline_predictions(features)
     test_all = np.sort(np.concatenate([te for _, te in folds]))
     test_index = features.index[test_all]
@@ -230,7 +240,8 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
     results["timing"]["fit_s_by_model"] = {}
     results["win_prob"] = {}
     for h in cfg.horizons:
-        target = cross_sectional_target(labels[f"excess_{h}"]).to_numpy()
+        y_train = sector_neutral(labels[f"excess_{h}"], sectors) if cfg.sector_neutral else labels[f"excess_{h}"]
+        target = cross_sectional_target(y_train).to_numpy()
         excess = labels[f"excess_{h}"].to_numpy(np.float64)
         preds = {name: np.full(len(features), np.nan) for name in cfg.models}
         probs = {}
@@ -333,14 +344,14 @@ def run_backtest(bars, fundamentals=None, securities=None, alt=None, *, out_dir,
                                    purge_days=cfg.purge_days).get_n_splits(dates=feats.index.get_level_values(0))
     except ValueError:
         n_folds = 0  # walk_forward raises the user-facing error
+    sectors = sector_map(securities) if isinstance(securities, pd.DataFrame) else securities
     if progress_factory is not None:
         with progress_factory(n_folds * len(cfg.horizons), "walk-forward folds") as tick:
-            results = walk_forward(feats, labels, cfg, tick)
+            results = walk_forward(feats, labels, cfg, tick, sectors=sectors)
     else:
-        results = walk_forward(feats, labels, cfg)
+        results = walk_forward(feats, labels, cfg, sectors=sectors)
     t_wf = time.perf_counter() - t0 - t_feat
     summarize_results(results, cfg.cost_bps)
-    sectors = sector_map(securities) if isinstance(securities, pd.DataFrame) else securities
     results["sectors"] = sectors or None
     meta = {**{k: v for k, v in asdict(cfg).items() if k not in ("model_params", "selector_params")},
             "n_symbols": int(bars["symbol"].nunique()), "n_rows": int(len(feats)),
