@@ -23,7 +23,9 @@ def test_same_as_plain_river_pipeline_and_learns():
     for row, t in zip(X[:500], y[:500]):
         ref.learn_one(dict(zip("abcd", row)), t)
     p = m.predict_many(X[500:])
-    np.testing.assert_array_equal(p, [ref.predict_one(dict(zip("abcd", r))) for r in X[500:]])
+    one = [m.predict_one(dict(zip("abcd", r))) for r in X[500:]]
+    np.testing.assert_array_equal(one, [ref.predict_one(dict(zip("abcd", r))) for r in X[500:]])
+    np.testing.assert_allclose(p, one, rtol=1e-12, atol=1e-12)  # vectorized predict_many = River's formula
     assert np.corrcoef(p, y[500:])[0, 1] > 0.9
 
 

@@ -86,6 +86,7 @@ def online_eval(bars, fundamentals=None, securities=None, *, split_date, registr
     from technic.models.scoring import load_scorer, train_quick_model
     cfg = config or OnlineConfig()
     cfg.enabled = True
+    cfg.online_learning = True
     split = pd.Timestamp(split_date)
     dates = np.sort(pd.to_datetime(bars["date"]).unique())
     before = dates[dates < split]

@@ -62,8 +62,17 @@ class OnlineLearner:
         return self
 
     def predict_many(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        return np.array([self.predict_one(self._x(row)) for row in X], dtype=np.float64)
+        """Vectorized ``predict_one`` from the River state: the same formula (scaler ``(x - mean) / sqrt(var)``,
+        0 where var is 0, then ``w . z + intercept``), equal to River's up to summation order (~1e-15)."""
+        X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0)
+        sc, reg = self._steps
+        n = self.input_names
+        mean = np.array([sc.means.get(k, 0.0) for k in n])
+        var = np.array([sc.vars.get(k, 0.0) for k in n])
+        w = np.array([reg._weights.get(k, 0.0) if k in reg._weights else 0.0 for k in n])
+        sd = np.sqrt(var)
+        Z = np.where(var > 0, (X - mean) / np.where(var > 0, sd, 1.0), 0.0)
+        return Z @ w + float(reg.intercept)
 
     def weights(self) -> dict:
         return dict(self._steps[1]._weights)
