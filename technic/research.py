@@ -43,7 +43,8 @@ from .validation import WalkForwardSplit
 
 MIN_SYMBOLS = 10  # per date: fewer names make daily ranks, deciles and RankIC meaningless
 META_MODELS = ("stack",)  # combine the base models (out-of-fold Ridge, ``models.stacking``)
-ALL_MODEL_NAMES = (*MODEL_NAMES, *META_MODELS)
+DEEP_NAMES = ("lstm", "transformer")  # torch sequence models (``models.deep``, imported lazily)
+ALL_MODEL_NAMES = (*MODEL_NAMES, *DEEP_NAMES, *META_MODELS)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class BacktestConfig:
     stack_positive: bool = True
     win_prob: bool | None = None           # meta-model P(win); None = on when 'stack' is requested
     win_prob_params: dict = field(default_factory=dict)  # WinProbModel overrides
+    deep_preset: str = "small"            # models.deep.PRESETS key ("small" CPU default, "seed" sizes)
+    deep_params: dict = field(default_factory=dict)  # DeepModel overrides (hidden, epochs, max_rows, ...)
     regime: bool = False                   # append past-only market-regime columns (models.regime)
     sector_neutral: bool = False           # train on sector-neutral excess (needs sectors); metrics unchanged
 
@@ -137,9 +140,30 @@ def _subsample(idx: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _make_base(cfg: BacktestConfig, horizon: int, seed: int) -> dict:
-    return {name: make_model(name, params=cfg.model_params.get(name), n_estimators=cfg.n_estimators,
-                             early_stopping_rounds=cfg.early_stopping_rounds, gap_days=horizon,
-                             seed=seed, n_threads=cfg.n_threads) for name in cfg.base_models}
+    out = {}
+    for name in cfg.base_models:
+        if name in DEEP_NAMES:
+            from .models.deep import DeepModel
+            out[name] = DeepModel(name, cfg.deep_preset, gap_days=horizon, seed=seed, n_threads=cfg.n_threads,
+                                  **cfg.deep_params)
+        else:
+            out[name] = make_model(name, params=cfg.model_params.get(name), n_estimators=cfg.n_estimators,
+                                   early_stopping_rounds=cfg.early_stopping_rounds, gap_days=horizon,
+                                   seed=seed, n_threads=cfg.n_threads)
+    return out
+
+
+def model_inputs(Xn: pd.DataFrame, feats: list[str], rows: np.ndarray, cfg: BacktestConfig) -> dict:
+    """{model name: input array} for ``rows``: 2-D features for trees, per-symbol windows for deep models."""
+    A = Xn.iloc[rows][feats].to_numpy(np.float64)
+    out = {n: A for n in cfg.base_models if n not in DEEP_NAMES}
+    deep = [n for n in cfg.base_models if n in DEEP_NAMES]
+    if deep:
+        from .models.deep import PRESETS, build_sequences
+        L = int({**PRESETS[cfg.deep_preset], **cfg.deep_params}["seq_len"])
+        S = build_sequences(Xn[feats].to_numpy(np.float64), Xn.index.get_level_values(1).to_numpy(), rows, L)
+        out.update({n: S for n in deep})
+    return out
 
 
 def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx: np.ndarray,
@@ -169,15 +193,16 @@ def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, t
     feats += forced
     fit_s = {"selection": time.perf_counter() - t0}
     A = Xtr[feats].to_numpy(np.float64)
+    inputs = model_inputs(Xn, feats, tr, cfg)
     models = {}
     for name, m in _make_base(cfg, horizon, seed).items():
         t0 = time.perf_counter()
-        models[name] = m.fit(A, target[tr], dates[tr])
+        models[name] = m.fit(inputs[name], target[tr], dates[tr])
         fit_s[name] = time.perf_counter() - t0
     out = {"features": feats, "models": models, "stacker": None, "win_prob": None, "rows": tr, "fit_s": fit_s}
     if "stack" in cfg.models or cfg.use_win_prob:
         t0 = time.perf_counter()
-        P, names = oof_predictions(lambda s: _make_base(cfg, horizon, s), A, target[tr], dates[tr],
+        P, names = oof_predictions(lambda s: _make_base(cfg, horizon, s), inputs, target[tr], dates[tr],
                                    cfg.stack_folds, horizon, cfg.embargo_days, seed + 7919)
         fit_s["oof_base"] = time.perf_counter() - t0
         if "stack" in cfg.models:
@@ -254,6 +279,7 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
             feats, models = fit["features"], fit["models"]
             t1 = time.perf_counter()
             sets.append(feats)
+            inputs = model_inputs(Xn, feats, te, cfg)
             A = Xn.iloc[te][feats].to_numpy(np.float64)
             row = {"horizon": h, "fold": i, "n_features": len(feats),
                    "train_start": fold_table.train_start[i], "train_end": fold_table.train_end[i],
@@ -265,12 +291,14 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
             t_pred = 0.0
             for name, m in models.items():
                 tp = time.perf_counter()
-                preds[name][te] = m.predict(A)
+                preds[name][te] = m.predict(inputs[name])
                 t_pred += time.perf_counter() - tp
+                row[f"{name}_trees"] = int(m.best_iteration_)
+                if not hasattr(m, "contributions"):
+                    continue
                 sub = A[_subsample(np.arange(len(A)), cfg.shap_rows, cfg.seed)]
                 for f, v in global_importance(m.contributions(sub), feats).items():
                     shap_sum[name][f] = shap_sum[name].get(f, 0.0) + v / len(folds)
-                row[f"{name}_trees"] = int(m.best_iteration_)
             P = np.column_stack([preds[n][te] for n in cfg.base_models])
             if fit["stacker"] is not None:
                 preds["stack"][te] = fit["stacker"].predict(P)

@@ -53,6 +53,9 @@ def reference_distributions(features: pd.DataFrame, names: list[str]) -> dict:
 
 def fit_final(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig):
     """Fit the per-horizon models on all labelled rows; return (feature_names, spec, files)."""
+    if any(m in ("lstm", "transformer") for m in cfg.models):
+        raise TechnicError("lstm/transformer are backtest-only for now: the registry Scorer does not serve "
+                           "sequence models yet (needs the per-symbol history contract)")
     if cfg.regime or cfg.sector_neutral:
         raise TechnicError("regime features / sector-neutral targets are research-only (backtest) options: the "
                            "streaming Scorer has no universe-level regime state yet")

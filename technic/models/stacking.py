@@ -33,7 +33,7 @@ def oof_predictions(make_models: Callable[[int], dict], A: np.ndarray, y: np.nda
     [block_start - purge_days, block_end + embargo_days) of i's block. Rows never held out
     (none with purged_kfold) stay NaN.
     """
-    A = np.asarray(A, dtype=np.float64)
+    A = A if isinstance(A, dict) else np.asarray(A, dtype=np.float64)  # dict: per-model inputs
     y = np.asarray(y, dtype=np.float64)
     dates = np.asarray(dates)
     names = None
@@ -47,7 +47,8 @@ def oof_predictions(make_models: Callable[[int], dict], A: np.ndarray, y: np.nda
         if len(tr) == 0 or len(ho) == 0:
             continue
         for j, name in enumerate(names):
-            P[ho, j] = models[name].fit(A[tr], y[tr], dates[tr]).predict(A[ho])
+            Aj = A[name] if isinstance(A, dict) else A
+            P[ho, j] = models[name].fit(Aj[tr], y[tr], dates[tr]).predict(Aj[ho])
     return P, names
 
 
