@@ -54,6 +54,7 @@ def worker_cmd(
     app_id: str = typer.Option("technic-worker", help="consumer group / Faust app id"),
     datadir: Path = typer.Option(Path(".technic/worker"), help="worker data directory"),
     log_json: bool = typer.Option(True, "--log-json/--log-text", help="structured JSON logs or human-readable"),
+    ingest: str = typer.Option("direct", help="bars ingest: direct (one worker, fastest) or faust (consumer group)"),
 ):
     """Run the scoring worker: catch up from the input topics, then consume live."""
     from .app import WorkerSettings
@@ -62,7 +63,9 @@ def worker_cmd(
     from .worker import run_worker
     setup_logging(log_json)
     boot, broker = _bootstrap(bootstrap, broker_dir)
-    settings = WorkerSettings(bootstrap=boot, app_id=app_id, web_port=web_port, datadir=str(datadir))
+    if ingest not in ("direct", "faust"):
+        raise TechnicError(f"--ingest must be 'direct' or 'faust', got {ingest!r}")
+    settings = WorkerSettings(bootstrap=boot, app_id=app_id, web_port=web_port, datadir=str(datadir), ingest=ingest)
     try:
         run_worker(settings, registry_root=_registry(registry), sectors=_sectors(securities),
                    pipeline_config=PipelineConfig(grace_s=grace, top_k=top_k))

@@ -128,7 +128,8 @@ class ScoringPipeline:
         self.engine = FeatureEngine(sectors=sectors, capacity=512)
         self.clock = clock
         self.pending: dict[int, dict[str, tuple[dict, float]]] = {}
-        self.last_input = 0.0             # receive time of the latest accepted bar
+        self.last_input = 0.0             # receive time of the latest accepted bar / finished batch
+        self.busy = 0                     # > 0 while the caller is handling a batch (not quiet)
         self.seen_ts: dict[str, int] = {}
         self.seen_seq: dict[str, int] = {}
         self.active: set[str] = set()
@@ -227,8 +228,8 @@ class ScoringPipeline:
             # (watermark) or a previous timestamp fixed the universe (not the very first one)
             if floor >= t and (self.max_seen > t or self.last_closed != NAT):
                 out += self._close(t)
-            elif now - self.last_input >= self.cfg.grace_s or len(self.pending) > self.cfg.max_pending + 1:
-                why = (f"input quiet for {self.cfg.grace_s}s" if now - self.last_input >= self.cfg.grace_s
+            elif self._quiet(now) or len(self.pending) > self.cfg.max_pending + 1:
+                why = (f"input quiet for {self.cfg.grace_s}s" if self._quiet(now)
                        else f"{len(self.pending) - 1} later timestamps already buffered")
                 missing = sorted(s for s in self.active if self.seen_ts.get(s, NAT) < t)
                 self.active.difference_update(missing)
@@ -240,6 +241,18 @@ class ScoringPipeline:
             else:
                 break
         return out
+
+    def _quiet(self, now: float) -> bool:
+        return self.busy == 0 and now - self.last_input >= self.cfg.grace_s
+
+    def batch_started(self) -> None:
+        """The caller starts handling a fetched batch: the input is not quiet until it is done."""
+        self.busy += 1
+
+    def batch_done(self, now: float | None = None) -> None:
+        """The batch (including sending its outputs) is done: quietness counts from now."""
+        self.busy = max(0, self.busy - 1)
+        self.last_input = max(self.last_input, self.clock() if now is None else now)
 
     def flush(self) -> list[Output]:
         """Close all pending timestamps now (end of a bounded replay)."""

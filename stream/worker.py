@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from .alerts import make_alert
 from .codecs import encode, parse_ts
@@ -164,13 +164,17 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
 
     async def feed(msgs):
         now = time.time()
-        outs: list[Output] = []
-        for m in msgs:
-            outs += router.handle(m.topic, m.partition, m.offset, m.value, now)
-        outs += p.poll()
-        outs = [o for o in outs if router.keep(o)]
-        counts["scores_emitted"] += sum(o.kind == "scores" for o in outs)
-        await send(outs)
+        p.batch_started()
+        try:
+            outs: list[Output] = []
+            for m in msgs:
+                outs += router.handle(m.topic, m.partition, m.offset, m.value, now)
+            outs += p.poll()
+            outs = [o for o in outs if router.keep(o)]
+            counts["scores_emitted"] += sum(o.kind == "scores" for o in outs)
+            await send(outs)
+        finally:
+            p.batch_done()
 
     for kind in ("fundamentals", "alt", "bars"):
         counts[kind] = await _read_all(bootstrap, topic_name(kind), feed)
@@ -180,18 +184,71 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
     return counts
 
 
+async def direct_ingest(settings, router: Router, send) -> None:
+    """Consume the input topics from where the catch-up stopped, in micro-batches, until cancelled.
+
+    One group-less consumer reads bars, fundamentals and alt (control stays on a Faust agent);
+    within a fetched batch the side topics are handled before the bars. The embedded broker answers empty fetches at once
+    (it ignores ``fetch.max.wait.ms``; an idle consumer would spin a core), so when a fetch comes
+    back empty the partitions are paused for ``idle_sleep_s`` before the next one.
+    """
+    p = router.pipeline
+    kinds = ("fundamentals", "alt", "bars")
+    names = [topic_name(k) for k in kinds]
+    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False,
+                         fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024)
+    await c.start()
+    try:
+        await c.topics()
+        tps = [TopicPartition(t, q) for t in names for q in sorted(c.partitions_for_topic(t) or [])]
+        c.assign(tps)
+        for tp in tps:
+            c.seek(tp, router.ledger.handled.get((tp.topic, tp.partition), -1) + 1)
+        order = {t: i for i, t in enumerate(names)}
+        while True:
+            batch = await c.getmany(timeout_ms=5, max_records=settings.batch_max)
+            if not batch:
+                c.pause(*tps)
+                await asyncio.sleep(settings.idle_sleep_s)
+                c.resume(*tps)
+                continue
+            now = time.time()
+            p.batch_started()
+            try:
+                outs: list[Output] = []
+                for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition)):
+                    for m in batch[tp]:
+                        outs += router.handle(m.topic, m.partition, m.offset, m.value, now)
+                outs += p.poll()
+                await send(outs)
+            finally:
+                p.batch_done()
+    finally:
+        await c.stop()
+
+
 def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 2.0):
     """Declare the agents, timers and web views of the worker on ``app``."""
     p = router.pipeline
 
     names = {kind: t.get_topic_name() for kind, t in topics.items()}
 
+    own = {"producer": None}
+
     async def send(outs: list[Output]):
-        # straight to the producer: Faust's per-message Topic.send machinery costs ~1 ms each;
-        # a lost send is re-emitted by the next start's catch-up (see module docstring)
-        producer = app.producer
-        for o in outs:
-            await producer.send(names[o.kind], o.key, encode(o.value), None, None, None)
+        # an aiokafka producer of our own, batched per call: Faust's per-message Topic.send
+        # machinery costs ~1 ms per record; a lost send is re-emitted by the next start's
+        # catch-up (see module docstring)
+        if not outs:
+            return
+        prod = own["producer"]
+        if prod is None:
+            prod = own["producer"] = AIOKafkaProducer(
+                bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                max_batch_size=512 * 1024)
+            await prod.start()
+        futs = [await prod.send(names[o.kind], key=o.key, value=encode(o.value)) for o in outs]
+        await asyncio.gather(*futs)
 
     def admit_batch(events) -> list[Output]:
         outs: list[Output] = []
@@ -201,14 +258,25 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
             outs += router.handle(m.topic, m.partition, m.offset, ev.value, now)
         return outs
 
-    @app.agent(topics["bars"], name="technic.bars_agent")
-    async def bars_agent(stream):
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            outs = admit_batch(events)
-            outs += p.poll()
-            await send(outs)
+    if settings.ingest == "faust":
+        @app.agent(topics["bars"], name="technic.bars_agent")
+        async def bars_agent(stream):
+            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+                p.batch_started()
+                try:
+                    outs = admit_batch(events)
+                    outs += p.poll()
+                    await send(outs)
+                finally:
+                    p.batch_done()
+    else:
+        @app.task
+        async def ingest_bars():
+            await direct_ingest(settings, router, send)
 
-    for kind in ("fundamentals", "alt", "control"):
+    # control always has a Faust agent (Faust needs at least one subscription); with direct
+    # ingest the other topics are read by direct_ingest, which skips control
+    for kind in (("fundamentals", "alt", "control") if settings.ingest == "faust" else ("control",)):
         def make(kind):
             async def side_agent(stream):
                 async for events in stream.take_events(1000, within=0.05):
