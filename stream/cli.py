@@ -48,13 +48,18 @@ def worker_cmd(
     bootstrap: Optional[str] = BootstrapOpt, broker_dir: Path = BrokerDirOpt,
     registry: Optional[Path] = typer.Option(None, help="model registry (else $TECHNIC_REGISTRY or ./registry)"),
     securities: Optional[Path] = typer.Option(None, help="securities file for GICS sectors (default: shipped data)"),
-    web_port: int = typer.Option(6066, help="port of the health/metrics web server (bound to 127.0.0.1)"),
+    web_port: int = typer.Option(6066, help="port of the health/metrics web server"),
+    web_bind: str = typer.Option("127.0.0.1", help="address of the web server (0.0.0.0 inside a container)"),
     grace: float = typer.Option(2.0, help="seconds without new bars after which a timestamp is closed"),
     top_k: int = typer.Option(5, help="feature contributions per score (0 = off)"),
     app_id: str = typer.Option("technic-worker", help="consumer group / Faust app id"),
     datadir: Path = typer.Option(Path(".technic/worker"), help="worker data directory"),
     log_json: bool = typer.Option(True, "--log-json/--log-text", help="structured JSON logs or human-readable"),
     ingest: str = typer.Option("direct", help="bars ingest: direct (one worker, fastest) or faust (consumer group)"),
+    drift: bool = typer.Option(True, "--drift/--no-drift", help="drift monitoring (PSI, IC decay, ADWIN, Page-Hinkley)"),
+    online_learning: bool = typer.Option(False, "--online-learning/--no-online-learning",
+                                         help="River online correction of the scores (off: it did not help "
+                                              "out of sample, see technic online-eval)"),
 ):
     """Run the scoring worker: catch up from the input topics, then consume live."""
     from .app import WorkerSettings
@@ -65,10 +70,13 @@ def worker_cmd(
     boot, broker = _bootstrap(bootstrap, broker_dir)
     if ingest not in ("direct", "faust"):
         raise TechnicError(f"--ingest must be 'direct' or 'faust', got {ingest!r}")
-    settings = WorkerSettings(bootstrap=boot, app_id=app_id, web_port=web_port, datadir=str(datadir), ingest=ingest)
+    settings = WorkerSettings(bootstrap=boot, app_id=app_id, web_port=web_port, web_bind=web_bind,
+                              datadir=str(datadir), ingest=ingest)
     try:
+        from technic.online.layer import OnlineConfig
+        online = OnlineConfig(enabled=drift or online_learning, online_learning=online_learning)
         run_worker(settings, registry_root=_registry(registry), sectors=_sectors(securities),
-                   pipeline_config=PipelineConfig(grace_s=grace, top_k=top_k))
+                   pipeline_config=PipelineConfig(grace_s=grace, top_k=top_k), online=online)
     finally:
         if broker is not None:
             broker.stop()

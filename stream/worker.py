@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from .alerts import make_alert
 from .codecs import encode, parse_ts
@@ -233,13 +234,20 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
 
     names = {kind: t.get_topic_name() for kind, t in topics.items()}
 
-    own = {"producer": None}
+    own = {"producer": None, "closing": False}
+
+    @app.on_before_shutdown.connect
+    async def _stop_producer(app, **kwargs):  # noqa: ARG001
+        own["closing"] = True  # outputs not sent now are re-emitted by the next start's catch-up
+        if own["producer"] is not None:
+            await own["producer"].stop()
+            own["producer"] = None
 
     async def send(outs: list[Output]):
         # an aiokafka producer of our own, batched per call: Faust's per-message Topic.send
         # machinery costs ~1 ms per record; a lost send is re-emitted by the next start's
         # catch-up (see module docstring)
-        if not outs:
+        if not outs or own["closing"]:
             return
         prod = own["producer"]
         if prod is None:
@@ -247,8 +255,18 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
                 bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
                 max_batch_size=512 * 1024)
             await prod.start()
-        futs = [await prod.send(names[o.kind], key=o.key, value=encode(o.value)) for o in outs]
-        await asyncio.gather(*futs)
+        try:
+            futs = [await prod.send(names[o.kind], key=o.key, value=encode(o.value)) for o in outs]
+            for o in outs:  # a severe drift alert asks for a retrain on the control topic
+                if o.kind == "alerts" and o.value.get("type") == "retrain_requested":
+                    futs.append(await prod.send(names["control"], value=encode(
+                        {"type": "retrain_requested", "at": o.value["emit_time"],
+                         "reason": o.value["message"][:500]})))
+            await asyncio.gather(*futs)
+        except KafkaError:
+            if own["closing"]:  # shutting down: the next start's catch-up re-emits these
+                return
+            raise
 
     def admit_batch(events) -> list[Output]:
         outs: list[Output] = []
@@ -324,7 +342,7 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
 
 
 def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None, model_version=None,
-               models=None) -> None:
+               models=None, online=None) -> None:
     """Catch up, then run the Faust worker until SIGTERM/SIGINT."""
     import faust
     from aiokafka import AIOKafkaProducer
@@ -334,7 +352,13 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
     from .pipeline import ScoringPipeline
 
     models = models or ModelSource(registry_root, model_version)
-    pipeline = ScoringPipeline(models, sectors=sectors, config=pipeline_config)
+    extensions = []
+    if online is not None and online.enabled:  # drift monitoring (+ online learning if configured)
+        from technic.online.layer import OnlineLayer, registry_reference_loader
+        extensions.append(OnlineLayer(online, reference_loader=registry_reference_loader(registry_root)))
+    pipeline = ScoringPipeline(models, sectors=sectors, config=pipeline_config, extensions=extensions)
+    for ext in extensions:
+        ext.bind(pipeline)
     router = Router(pipeline)
 
     async def _catch_up():

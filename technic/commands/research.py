@@ -21,7 +21,7 @@ from .progress import progress_bar
 
 
 def _models(spec: str) -> tuple[str, ...]:
-    from ..models.gbm import MODEL_NAMES
+    from ..research import ALL_MODEL_NAMES as MODEL_NAMES
     names = tuple(m.strip() for m in spec.split(",") if m.strip())
     bad = [m for m in names if m not in MODEL_NAMES]
     if not names or bad:
