@@ -80,7 +80,8 @@ def data_quality(bars: Path = typer.Option(..., help="bars file"),
 # ---------------------------------------------------------------------------
 @app.command("demo")
 def demo(
-    days: Optional[int] = typer.Option(None, help="replay only the first N trading days"),
+    days: int = typer.Option(250, help="replay the first N trading days (0 = all; the embedded broker keeps "
+                                       "everything in RAM and rewrites it every second, so full replays are slow)"),
     symbols: Optional[int] = typer.Option(None, help="limit to N symbols"),
     data: Optional[Path] = typer.Option(None, help="data directory (default: shipped dev data)"),
     workdir: Path = typer.Option(Path(".technic"), help="working directory (registry, broker data)"),
@@ -88,7 +89,7 @@ def demo(
 ):
     """The main job: train if needed, start the embedded broker and the worker, replay, show live scores."""
     from .commands import demo as cmd
-    cmd.run(days=days, symbols=symbols, data=data or default_data_dir(), workdir=workdir, batch_only=batch_only)
+    cmd.run(days=days or None, symbols=symbols, data=data or default_data_dir(), workdir=workdir, batch_only=batch_only)
 
 
 def _register_optional() -> None:
