@@ -175,14 +175,15 @@ def inprocess(bar_recs, fund_recs, sectors, scorer, top_k: int, profile: bool = 
 
 # -- (b)/(c)/(d) one worker run ------------------------------------------------------------------
 class WorkerRun:
-    def __init__(self, boot, work: Path, registry: Path, secs_file, prefix: str, top_k: int, grace: float):
+    def __init__(self, boot, work: Path, registry: Path, secs_file, prefix: str, top_k: int, grace: float,
+                 extra=()):
         self.boot, self.prefix, self.top_k = boot, prefix, top_k
         self.port = _free_port()
         self.log = work / f"{prefix.rstrip('.')}.log"
         self.cmd = [sys.executable, "-m", "stream.cli", "worker", "--bootstrap", boot, "--registry", str(registry),
                     "--web-port", str(self.port), "--app-id", f"{prefix}worker",
                     "--datadir", str(work / f"{prefix.rstrip('.')}-worker"), "--grace", str(grace),
-                    "--top-k", str(top_k), "--log-text"]
+                    "--top-k", str(top_k), "--log-text", *extra]
         if secs_file:
             self.cmd += ["--securities", str(secs_file)]
         self.proc = None
@@ -250,11 +251,12 @@ def _prepare_topics(boot, prefix, fund_recs_fn):
 
 
 def e2e(boot, work, registry, secs_file, prefix, mode, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k,
-        grace, timeout_s, py_spy: float = 0.0) -> dict:
+        grace, timeout_s, py_spy: float = 0.0, extra=()) -> dict:
     _prepare_topics(boot, prefix, fund_recs_fn)
     bars = list(bar_recs_fn())
-    row = {"variant": f"end-to-end, {mode} path, top_k={top_k}", "bars": n_bars}
-    w = WorkerRun(boot, work, registry, secs_file, prefix, top_k, grace)
+    label = " ".join(extra) or "--ingest direct --drift"
+    row = {"variant": f"end-to-end, {mode} path, top_k={top_k}, {label}", "bars": n_bars}
+    w = WorkerRun(boot, work, registry, secs_file, prefix, top_k, grace, extra)
     try:
         if mode == "catch-up":
             st = _publish(boot, bars)
@@ -484,22 +486,26 @@ def main(argv=None) -> dict:
             return fundamental_records(fund)
 
         # (b) end to end
-        for mode in ("catch-up", "live"):
-            for k in (5, 0):
-                prefix = f"bench.{mode.replace('-', '')}{k}."
-                spy = args.py_spy if (mode == "live" and k == 5) else 0.0
-                try:
-                    row = e2e(boot, work, registry, files.get("securities"), prefix, mode,
-                              lambda: bar_records(replay), fund_fn, n_bars, n_last, k, args.grace, args.timeout,
-                              py_spy=spy)
-                except (TimeoutError, RuntimeError) as e:
-                    row = {"variant": f"end-to-end, {mode} path, top_k={k}", "error": str(e)[:300]}
-                row["vs_in_process"] = row["bars_per_s"] / base[k] if row.get("bars_per_s") else None
-                if "py_spy" in row:
-                    profiles["py_spy_worker_live_top_k5"] = row.pop("py_spy")
-                rows.append(row)
-                print(row, flush=True)
-                deleted.append(asyncio.run(_delete_topics(boot, prefix)))
+        # worker variants measured in this one run: drift monitoring (the online layer) on/off,
+        # SHAP contributions on/off, direct vs Faust-agent ingest
+        combos = [("catch-up", 5, ()), ("catch-up", 5, ("--no-drift",)), ("catch-up", 0, ("--no-drift",)),
+                  ("live", 5, ()), ("live", 5, ("--no-drift",)), ("live", 0, ("--no-drift",)),
+                  ("live", 5, ("--ingest", "faust"))]
+        for i, (mode, k, extra) in enumerate(combos):
+            prefix = f"bench.{mode.replace('-', '')}{k}v{i}."
+            spy = args.py_spy if (mode == "live" and k == 5 and not extra) else 0.0
+            try:
+                row = e2e(boot, work, registry, files.get("securities"), prefix, mode,
+                          lambda: bar_records(replay), fund_fn, n_bars, n_last, k, args.grace, args.timeout,
+                          py_spy=spy, extra=extra)
+            except (TimeoutError, RuntimeError) as e:
+                row = {"variant": f"end-to-end, {mode} path, top_k={k}, {' '.join(extra)}", "error": str(e)[:300]}
+            row["vs_in_process"] = row["bars_per_s"] / base[k] if row.get("bars_per_s") else None
+            if "py_spy" in row:
+                profiles["py_spy_worker_live_top_k5"] = row.pop("py_spy")
+            rows.append(row)
+            print(row, flush=True)
+            deleted.append(asyncio.run(_delete_topics(boot, prefix)))
         # (c) latency
         prefix = "bench.latency."
         try:
