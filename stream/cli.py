@@ -56,6 +56,9 @@ def worker_cmd(
     datadir: Path = typer.Option(Path(".technic/worker"), help="worker data directory"),
     log_json: bool = typer.Option(True, "--log-json/--log-text", help="structured JSON logs or human-readable"),
     ingest: str = typer.Option("direct", help="bars ingest: direct (one worker, fastest) or faust (consumer group)"),
+    universe: Optional[Path] = typer.Option(None, help="file of allowed symbols (one per line, or a securities "
+                                                       "CSV); bars of other symbols are dead-lettered. "
+                                                       "Default: open universe"),
     drift: bool = typer.Option(True, "--drift/--no-drift", help="drift monitoring (PSI, IC decay, ADWIN, Page-Hinkley)"),
     online_learning: bool = typer.Option(False, "--online-learning/--no-online-learning",
                                          help="River online correction of the scores (off: it did not help "
@@ -76,7 +79,8 @@ def worker_cmd(
         from technic.online.layer import OnlineConfig
         online = OnlineConfig(enabled=drift or online_learning, online_learning=online_learning)
         run_worker(settings, registry_root=_registry(registry), sectors=_sectors(securities),
-                   pipeline_config=PipelineConfig(grace_s=grace, top_k=top_k), online=online)
+                   pipeline_config=PipelineConfig(grace_s=grace, top_k=top_k, universe=_universe(universe)),
+                   online=online)
     finally:
         if broker is not None:
             broker.stop()
@@ -151,6 +155,27 @@ def parity_cmd(days: int = typer.Option(60, help="trading days to replay"),
 
 def _registry(path: Path | None):
     return str(path) if path else os.environ.get("TECHNIC_REGISTRY", "registry")
+
+
+def _universe(path: Path | None):
+    """Allowed symbols from a text file (one per line) or a CSV with a symbol column."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise TechnicError(f"--universe {path}: {e.strerror}") from None
+    if path.suffix == ".csv":
+        import pandas as pd
+        df = pd.read_csv(path, dtype=str)
+        col = next((c for c in df.columns if c.lower() in ("symbol", "ticker symbol", "ticker", "name")), None)
+        if col is None:
+            raise TechnicError(f"--universe {path}: no symbol column (symbol, Ticker symbol, ticker or Name)")
+        return frozenset(df[col].dropna().str.strip())
+    syms = frozenset(x.strip() for x in text.splitlines() if x.strip() and not x.startswith("#"))
+    if not syms:
+        raise TechnicError(f"--universe {path}: no symbols")
+    return syms
 
 
 def _sectors(securities: Path | None):

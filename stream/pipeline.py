@@ -69,6 +69,7 @@ class PipelineConfig:
     grace_s: float = 2.0          # close the oldest timestamp after this long without any new bar
     max_pending: int = 2          # ... or when more than this many later timestamps are buffered
     history_len: int = 64         # feature rows kept per symbol for sequence models (Scorer.seq_len)
+    universe: frozenset | None = None  # if set, bars of other symbols are dead-lettered (unknown_symbol)
     top_k: int = 5                # feature contributions per score (0 = none)
     max_payload: int = 65536
     alert_cooldown: int = 20      # timestamps between repeats of one alert
@@ -154,6 +155,9 @@ class ScoringPipeline:
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
         sym, seq = rec["symbol"], int(rec["seq"])
+        if self.cfg.universe is not None and sym not in self.cfg.universe:
+            return [self._dead("unknown_symbol", f"bar for {sym!r}, which is not in the configured universe "
+                                                 f"({len(self.cfg.universe)} symbols)", topic, partition, offset, raw)]
         t = ts_ns(rec["ts"])
         if seq <= self.seen_seq.get(sym, -1):
             self.stats.redelivered += 1

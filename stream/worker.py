@@ -255,18 +255,37 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
                 bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
                 max_batch_size=512 * 1024)
             await prod.start()
-        try:
-            futs = [await prod.send(names[o.kind], key=o.key, value=encode(o.value)) for o in outs]
-            for o in outs:  # a severe drift alert asks for a retrain on the control topic
-                if o.kind == "alerts" and o.value.get("type") == "retrain_requested":
-                    futs.append(await prod.send(names["control"], value=encode(
-                        {"type": "retrain_requested", "at": o.value["emit_time"],
-                         "reason": o.value["message"][:500]})))
-            await asyncio.gather(*futs)
-        except KafkaError:
-            if own["closing"]:  # shutting down: the next start's catch-up re-emits these
+        records = [(names[o.kind], o.key, encode(o.value)) for o in outs]
+        for o in outs:  # a severe drift alert asks for a retrain on the control topic
+            if o.kind == "alerts" and o.value.get("type") == "retrain_requested":
+                records.append((names["control"], None, encode(
+                    {"type": "retrain_requested", "at": o.value["emit_time"], "reason": o.value["message"][:500]})))
+        for attempt in range(1, 61):
+            try:
+                futs = [await prod.send(t, key=k, value=v) for t, k, v in records]
+                await asyncio.gather(*futs)
                 return
-            raise
+            except KafkaError as e:
+                if own["closing"]:  # shutting down: the next start's catch-up re-emits these
+                    return
+                # e.g. OutOfOrderSequenceNumber after a broker restart: the idempotent producer's
+                # session is gone. Recreate it and resend the whole batch (re-sent records are
+                # identical and keyed, so duplicates are harmless by design)
+                log.warning("producer failed (%s), attempt %d: recreating it and resending %d records",
+                            e, attempt, len(records))
+                try:
+                    await prod.stop()
+                except Exception:  # a broken producer may fail to close; it is replaced anyway
+                    pass
+                await asyncio.sleep(min(5.0, 0.2 * attempt))
+                prod = own["producer"] = AIOKafkaProducer(
+                    bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                    max_batch_size=512 * 1024)
+                try:
+                    await prod.start()
+                except KafkaError as e2:
+                    log.warning("producer restart failed: %s", e2)
+        raise RuntimeError(f"cannot deliver {len(records)} records after 60 attempts")
 
     def admit_batch(events) -> list[Output]:
         outs: list[Output] = []

@@ -26,9 +26,10 @@ Level (a) runs in process (the bulk: >= 10,000 bad records); level (b) sends a
 few thousand records through the real broker and a real worker process and
 checks the same on the scores and dead-letter topics.
 
-Known gap (xfail, strict): a *well-formed* symbol outside the universe is not
-rejected by the pipeline (it has no universe check), so it would join the
-cross-section; see ``test_unknown_symbol_is_dead_lettered``.
+A *well-formed* symbol outside the universe is accepted when the universe is
+open (the default: new listings just appear) and dead-lettered as
+``unknown_symbol`` when one is configured; see
+``test_unknown_symbol_is_dead_lettered_when_a_universe_is_configured``.
 """
 
 from __future__ import annotations
@@ -309,13 +310,17 @@ def test_fuzz_volume_and_class_coverage():
     assert TOTALS["dead"] + TOTALS["redelivered"] == TOTALS["bad"]
 
 
-@pytest.mark.xfail(strict=True, reason="ScoringPipeline has no universe check: a well-formed unknown symbol "
-                                       "is accepted and joins the cross-section (change requested from the lead)")
-def test_unknown_symbol_is_dead_lettered(stream_data):
-    p = make_pipeline(stream_data["secs"])
-    outs = p.on_bar(orjson.dumps({"symbol": "ZZZZ9", "ts": "2014-01-02", "seq": 0, "close": 10.0, "volume": 1.0}),
-                    "bars", 0, 0)
-    assert [o.value["reason_code"] for o in outs if o.kind == "deadletter"] == ["schema"]
+def test_unknown_symbol_is_dead_lettered_when_a_universe_is_configured(stream_data):
+    """The universe is open by default (new listings just appear); with one configured, a
+    well-formed symbol outside it is dead-lettered instead of joining the cross-section."""
+    raw = orjson.dumps({"symbol": "ZZZZ9", "ts": "2014-01-02", "seq": 0, "close": 10.0, "volume": 1.0})
+    models = ModelSource("/nonexistent-registry", scorer=LinearScorer(), loader=_rejecting_loader)
+    p = ScoringPipeline(models, sectors=stream_data["secs"],
+                        config=PipelineConfig(grace_s=1e9, universe=frozenset(stream_data["secs"])))
+    outs = p.on_bar(raw, "bars", 0, 0)
+    assert [o.value["reason_code"] for o in outs if o.kind == "deadletter"] == ["unknown_symbol"]
+    validate("deadletter", outs[0].value)
+    assert not make_pipeline(stream_data["secs"]).on_bar(raw, "bars", 0, 0)  # open universe: accepted
 
 
 # ------------------------------------------------------- (b) real broker + worker

@@ -183,12 +183,6 @@ def test_forced_redelivery_is_skipped_and_counted(scenario, reference):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="FOUND (open): after a graceful broker restart mid-replay the worker "
-                   "reports every bar applied, but no score is readable from the scores topic afterwards "
-                   "(4,873/4,873 keys missing in the first run). Worker log: after the reconnect the Faust "
-                   "producer gets OutOfOrderSequenceNumber [Error 45] and the Faust App crashes "
-                   "('Crashed reason=OutOfOrderSequenceNumber'); the worker must recreate its producer "
-                   "(as stream/publisher.py does) or exit non-zero so a supervisor restarts it")
 def test_broker_graceful_restart_mid_replay(scenario, own_broker, reference):
     s = scenario
     th = s.publish_in_background(s.bars, rate=1000)
