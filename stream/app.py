@@ -14,6 +14,7 @@ from pathlib import Path
 
 import faust
 
+from .kafka import faust_credentials
 from .topics_config import topic_specs
 
 
@@ -56,6 +57,7 @@ def create_app(s: WorkerSettings) -> tuple[faust.App, dict[str, faust.types.Topi
         web_bind=s.web_bind,
         web_port=s.web_port,
         stream_buffer_maxsize=max(4096, s.batch_max * 2),
+        broker_credentials=faust_credentials(),
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
         producer_acks=-1,

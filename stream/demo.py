@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from .kafka import new_consumer
 from .parity import _free_port, _wait_http
 
 
@@ -99,8 +99,8 @@ class View:
 
 async def _consume(boot: str, view: View, stop: asyncio.Event) -> None:
     from .topics_config import topic_name
-    c = AIOKafkaConsumer(topic_name("scores"), topic_name("alerts"), topic_name("deadletter"),
-                         bootstrap_servers=boot, group_id=None, auto_offset_reset="earliest")
+    c = new_consumer(boot, topic_name("scores"), topic_name("alerts"), topic_name("deadletter"),
+                     auto_offset_reset="earliest")
     await c.start()
     try:
         while not stop.is_set():

@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from technic.features import registry as R
 
 from .codecs import encode
+from .kafka import new_producer
 from .topics_config import topic_name
 
 log = logging.getLogger("technic.publisher")
@@ -124,8 +125,7 @@ async def publish(bootstrap: str, records: Iterable[Record], *, rate: float | No
 
 async def _producer(bootstrap: str) -> AIOKafkaProducer:
     for attempt in range(60):
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                             linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=15000)
+        p = new_producer(bootstrap, request_timeout_ms=15000)
         try:
             await p.start()
             return p

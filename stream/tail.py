@@ -6,7 +6,9 @@ import asyncio
 import time
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+
+from .kafka import new_consumer
 
 from .topics_config import KINDS, topic_name
 
@@ -29,7 +31,7 @@ async def tail(bootstrap: str, topic: str, *, as_json=False, from_beginning=Fals
     """Print (``out``) or collect (``raw(dict)``) records; stop after ``limit`` or ``idle_s``."""
     kind = topic if topic in KINDS else topic.rsplit(".", 1)[-1]
     name = topic_name(topic) if topic in KINDS else topic
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    c = new_consumer(bootstrap)
     await c.start()
     n = 0
     try:

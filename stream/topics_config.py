@@ -141,7 +141,8 @@ async def create_topics_async(bootstrap: str, specs: Iterable) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     specs = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    from .kafka import client_kwargs
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from .alerts import make_alert
 from .codecs import encode, parse_ts
+from .kafka import new_consumer, new_producer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import readiness
 from .metrics import render as render_metrics
@@ -100,8 +101,7 @@ async def _read_all(bootstrap: str, topic: str, on_batch) -> int:
 
     ``on_batch(messages)`` is awaited for each fetched batch, in offset order per partition.
     """
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                         auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
+    c = new_consumer(bootstrap, auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
     await c.start()
     n = 0
     try:
@@ -196,8 +196,7 @@ async def direct_ingest(settings, router: Router, send) -> None:
     p = router.pipeline
     kinds = ("fundamentals", "alt", "bars")
     names = [topic_name(k) for k in kinds]
-    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False,
-                         fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024)
+    c = new_consumer(settings.bootstrap, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024)
     await c.start()
     try:
         await c.topics()
@@ -251,9 +250,7 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
             return
         prod = own["producer"]
         if prod is None:
-            prod = own["producer"] = AIOKafkaProducer(
-                bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                max_batch_size=512 * 1024)
+            prod = own["producer"] = new_producer(settings.bootstrap)
             await prod.start()
         records = [(names[o.kind], o.key, encode(o.value)) for o in outs]
         for o in outs:  # a severe drift alert asks for a retrain on the control topic
@@ -278,9 +275,7 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
                 except Exception:  # a broken producer may fail to close; it is replaced anyway
                     pass
                 await asyncio.sleep(min(5.0, 0.2 * attempt))
-                prod = own["producer"] = AIOKafkaProducer(
-                    bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                    max_batch_size=512 * 1024)
+                prod = own["producer"] = new_producer(settings.bootstrap)
                 try:
                     await prod.start()
                 except KafkaError as e2:
@@ -364,7 +359,6 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
                models=None, online=None) -> None:
     """Catch up, then run the Faust worker until SIGTERM/SIGINT."""
     import faust
-    from aiokafka import AIOKafkaProducer
 
     from .app import create_app
     from .models import ModelSource
@@ -381,8 +375,7 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
     router = Router(pipeline)
 
     async def _catch_up():
-        prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5, max_batch_size=512 * 1024)
+        prod = new_producer(settings.bootstrap)
         await prod.start()
         try:
             async def send(outs):
