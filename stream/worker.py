@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from .alerts import make_alert
-from .codecs import encode, parse_ts
-from .kafka import new_consumer, new_producer
+from .codecs import parse_ts
+from .kafka import new_consumer
+from .output import OutputSender
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import readiness
 from .metrics import render as render_metrics
@@ -185,102 +185,38 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
     return counts
 
 
-async def direct_ingest(settings, router: Router, send) -> None:
-    """Consume the input topics from where the catch-up stopped, in micro-batches, until cancelled.
-
-    One group-less consumer reads bars, fundamentals and alt (control stays on a Faust agent);
-    within a fetched batch the side topics are handled before the bars. The embedded broker answers empty fetches at once
-    (it ignores ``fetch.max.wait.ms``; an idle consumer would spin a core), so when a fetch comes
-    back empty the partitions are paused for ``idle_sleep_s`` before the next one.
-    """
+def tick(router: Router, reported: dict) -> list[Output]:
+    """Timer work: close idle timestamps, report consumer offset gaps."""
     p = router.pipeline
-    kinds = ("fundamentals", "alt", "bars")
-    names = [topic_name(k) for k in kinds]
-    c = new_consumer(settings.bootstrap, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024)
-    await c.start()
+    outs = p.poll()
+    new_gaps = router.ledger.gaps[reported.get("n", 0):]
+    reported["n"] = len(router.ledger.gaps)
+    for topic, part, last, off in new_gaps:
+        outs.append(Output("alerts", b"offset_gap", make_alert(
+            "data_gap", "critical", "consumer_offset_gap", off - last - 1, 0, None, p.models.version,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            f"{topic}[{part}]: consumer jumped from offset {last} to {off}")))
+    return outs
+
+
+def watch_registry(router: Router) -> None:
     try:
-        await c.topics()
-        tps = [TopicPartition(t, q) for t in names for q in sorted(c.partitions_for_topic(t) or [])]
-        c.assign(tps)
-        for tp in tps:
-            c.seek(tp, router.ledger.handled.get((tp.topic, tp.partition), -1) + 1)
-        order = {t: i for i, t in enumerate(names)}
-        while True:
-            batch = await c.getmany(timeout_ms=5, max_records=settings.batch_max)
-            if not batch:
-                c.pause(*tps)
-                await asyncio.sleep(settings.idle_sleep_s)
-                c.resume(*tps)
-                continue
-            now = time.time()
-            p.batch_started()
-            try:
-                outs: list[Output] = []
-                for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition)):
-                    for m in batch[tp]:
-                        outs += router.handle(m.topic, m.partition, m.offset, m.value, now)
-                outs += p.poll()
-                await send(outs)
-            finally:
-                p.batch_done()
-    finally:
-        await c.stop()
+        router.pipeline.models.poll_registry()
+    except Exception as e:  # a broken registry must not stop scoring with the current model
+        log.warning("registry poll failed: %s", e)
 
 
-def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 2.0):
-    """Declare the agents, timers and web views of the worker on ``app``."""
+def health(router: Router) -> dict:
+    return {"status": "ok", **router.pipeline.status(), "offsets_skipped": router.ledger.skipped}
+
+
+def attach_agents(app, topics, router: Router, settings, send, models_poll_s: float = 2.0):
+    """Faust mode: agents (consumer group), timers and web views of the worker on ``app``."""
     p = router.pipeline
-
-    names = {kind: t.get_topic_name() for kind, t in topics.items()}
-
-    own = {"producer": None, "closing": False}
 
     @app.on_before_shutdown.connect
     async def _stop_producer(app, **kwargs):  # noqa: ARG001
-        own["closing"] = True  # outputs not sent now are re-emitted by the next start's catch-up
-        if own["producer"] is not None:
-            await own["producer"].stop()
-            own["producer"] = None
-
-    async def send(outs: list[Output]):
-        # an aiokafka producer of our own, batched per call: Faust's per-message Topic.send
-        # machinery costs ~1 ms per record; a lost send is re-emitted by the next start's
-        # catch-up (see module docstring)
-        if not outs or own["closing"]:
-            return
-        prod = own["producer"]
-        if prod is None:
-            prod = own["producer"] = new_producer(settings.bootstrap)
-            await prod.start()
-        records = [(names[o.kind], o.key, encode(o.value)) for o in outs]
-        for o in outs:  # a severe drift alert asks for a retrain on the control topic
-            if o.kind == "alerts" and o.value.get("type") == "retrain_requested":
-                records.append((names["control"], None, encode(
-                    {"type": "retrain_requested", "at": o.value["emit_time"], "reason": o.value["message"][:500]})))
-        for attempt in range(1, 61):
-            try:
-                futs = [await prod.send(t, key=k, value=v) for t, k, v in records]
-                await asyncio.gather(*futs)
-                return
-            except KafkaError as e:
-                if own["closing"]:  # shutting down: the next start's catch-up re-emits these
-                    return
-                # e.g. OutOfOrderSequenceNumber after a broker restart: the idempotent producer's
-                # session is gone. Recreate it and resend the whole batch (re-sent records are
-                # identical and keyed, so duplicates are harmless by design)
-                log.warning("producer failed (%s), attempt %d: recreating it and resending %d records",
-                            e, attempt, len(records))
-                try:
-                    await prod.stop()
-                except Exception:  # a broken producer may fail to close; it is replaced anyway
-                    pass
-                await asyncio.sleep(min(5.0, 0.2 * attempt))
-                prod = own["producer"] = new_producer(settings.bootstrap)
-                try:
-                    await prod.start()
-                except KafkaError as e2:
-                    log.warning("producer restart failed: %s", e2)
-        raise RuntimeError(f"cannot deliver {len(records)} records after 60 attempts")
+        await send.close()
 
     def admit_batch(events) -> list[Output]:
         outs: list[Output] = []
@@ -290,25 +226,18 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
             outs += router.handle(m.topic, m.partition, m.offset, ev.value, now)
         return outs
 
-    if settings.ingest == "faust":
-        @app.agent(topics["bars"], name="technic.bars_agent")
-        async def bars_agent(stream):
-            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                p.batch_started()
-                try:
-                    outs = admit_batch(events)
-                    outs += p.poll()
-                    await send(outs)
-                finally:
-                    p.batch_done()
-    else:
-        @app.task
-        async def ingest_bars():
-            await direct_ingest(settings, router, send)
+    @app.agent(topics["bars"], name="technic.bars_agent")
+    async def bars_agent(stream):
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            p.batch_started()
+            try:
+                outs = admit_batch(events)
+                outs += p.poll()
+                await send(outs)
+            finally:
+                p.batch_done()
 
-    # control always has a Faust agent (Faust needs at least one subscription); with direct
-    # ingest the other topics are read by direct_ingest, which skips control
-    for kind in (("fundamentals", "alt", "control") if settings.ingest == "faust" else ("control",)):
+    for kind in ("fundamentals", "alt", "control"):
         def make(kind):
             async def side_agent(stream):
                 async for events in stream.take_events(1000, within=0.05):
@@ -317,30 +246,19 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
             return side_agent
         app.agent(topics[kind], name=f"technic.{kind}_agent")(make(kind))
 
-    gaps_reported = {"n": 0}
+    reported: dict = {}
 
     @app.timer(0.25)
     async def close_idle_timestamps():
-        outs = p.poll()
-        new_gaps = router.ledger.gaps[gaps_reported["n"]:]
-        gaps_reported["n"] = len(router.ledger.gaps)
-        for topic, part, last, off in new_gaps:
-            outs.append(Output("alerts", b"offset_gap", make_alert(
-                "data_gap", "critical", "consumer_offset_gap", off - last - 1, 0, None, p.models.version,
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                f"{topic}[{part}]: consumer jumped from offset {last} to {off}")))
-        await send(outs)
+        await send(tick(router, reported))
 
     @app.timer(models_poll_s)
-    async def watch_registry():
-        try:
-            p.models.poll_registry()
-        except Exception as e:  # a broken registry must not stop scoring with the current model
-            log.warning("registry poll failed: %s", e)
+    async def watch_registry_timer():
+        watch_registry(router)
 
     @app.page("/health")
-    async def health(web, request):
-        return web.json({"status": "ok", **p.status(), "offsets_skipped": router.ledger.skipped})
+    async def health_page(web, request):
+        return web.json(health(router))
 
     @app.page("/ready")
     async def ready(web, request):
@@ -352,12 +270,10 @@ def attach_agents(app, topics, router: Router, settings, models_poll_s: float = 
         # aiohttp refuses a charset inside content_type=, so the full type goes in the header
         return web.bytes(render_metrics(p, router, app), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
-    return send
-
 
 def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None, model_version=None,
                models=None, online=None) -> None:
-    """Catch up, then run the Faust worker until SIGTERM/SIGINT."""
+    """Catch up, then serve (direct mode, or the Faust worker) until SIGTERM/SIGINT."""
     import faust
 
     from .app import create_app
@@ -375,21 +291,20 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
     router = Router(pipeline)
 
     async def _catch_up():
-        prod = new_producer(settings.bootstrap)
-        await prod.start()
+        sender = OutputSender(settings.bootstrap)
         try:
-            async def send(outs):
-                futs = [await prod.send(topic_name(o.kind), key=o.key, value=encode(o.value)) for o in outs]
-                for f in futs:
-                    await f
-            return await catch_up(settings.bootstrap, router, send)
+            return await catch_up(settings.bootstrap, router, sender)
         finally:
-            await prod.stop()
+            await sender.close()
 
     counts = asyncio.run(_catch_up())
     log.warning("catch-up done: %s; model %s", counts, models.version)
+    if settings.ingest == "direct":
+        from .direct import serve_direct
+        asyncio.run(serve_direct(settings, router))
+        return
     asyncio.set_event_loop(asyncio.new_event_loop())
     app, topics = create_app(settings)
-    attach_agents(app, topics, router, settings)
+    attach_agents(app, topics, router, settings, OutputSender(settings.bootstrap))
     worker = faust.Worker(app, loglevel=logging.WARNING, quiet=True)
     worker.execute_from_commandline()
