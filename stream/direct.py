@@ -19,6 +19,7 @@ import time
 
 from aiohttp import web
 from aiokafka import TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from .kafka import new_consumer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -37,7 +38,10 @@ async def direct_ingest(settings, router: Router, send) -> None:
     """Consume the input topics from where the catch-up stopped, in micro-batches, until cancelled."""
     p = router.pipeline
     names = [topic_name(k) for k in KINDS]
-    c = new_consumer(settings.bootstrap, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024)
+    # auto_offset_reset="none": a broker that restarts may briefly report a shorter log; jumping to
+    # "latest" would silently skip records, so re-seek to the ledger's position and retry instead
+    c = new_consumer(settings.bootstrap, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024,
+                     auto_offset_reset="none")
     await c.start()
     try:
         await c.topics()
@@ -51,7 +55,15 @@ async def direct_ingest(settings, router: Router, send) -> None:
         order = {t: i for i, t in enumerate(names)}
         idle = settings.idle_sleep_s
         while True:
-            batch = await c.getmany(timeout_ms=5, max_records=settings.batch_max)
+            try:
+                batch = await c.getmany(timeout_ms=5, max_records=settings.batch_max)
+            except OffsetOutOfRangeError as e:
+                log.warning("offsets out of range (%s): broker restarting? re-seeking in 0.5 s", e)
+                await asyncio.sleep(0.5)
+                for tp in tps:
+                    if tp.topic != topic_name("control"):
+                        c.seek(tp, router.ledger.handled.get((tp.topic, tp.partition), -1) + 1)
+                continue
             if not batch:  # back off while idle (5 ms doubling to 0.1 s), straight back on data
                 c.pause(*tps)
                 await asyncio.sleep(idle)
