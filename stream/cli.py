@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -190,22 +189,9 @@ def _sectors(securities: Path | None):
 
 
 def main() -> None:
+    from technic.cli import run_app
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        app(standalone_mode=False)
-    except TechnicError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except SystemExit:
-        raise
-    except Exception as e:
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    run_app(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .kafka import new_consumer
-from .parity import _free_port, _wait_http
+from .parity import _free_port, _wait_http, stop_process
 
 
 def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> str:
@@ -195,12 +194,7 @@ def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -
     except KeyboardInterrupt:
         con.print("interrupted: shutting down")
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_process(worker)
         if broker is not None:
             broker.stop()
             con.print("broker stopped")

@@ -28,7 +28,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 
 def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
@@ -42,6 +41,17 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(f"worker not ready after {timeout_s}s ({url})")
+
+
+def stop_process(proc: subprocess.Popen | None, timeout_s: float = 30.0) -> None:
+    """SIGTERM a child process, wait, then SIGKILL if it does not exit in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _free_port() -> int:
@@ -157,12 +167,7 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
                     "seconds_stream": round(t_stream, 1), "bootstrap_embedded": broker is not None})
         return rep
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_process(worker)
         if broker is not None:
             broker.stop()
         os.environ.pop("TECHNIC_TOPIC_PREFIX", None)

@@ -105,9 +105,10 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def main() -> None:
+def run_app(typer_app) -> None:
+    """Run a typer app: user errors print one line and exit 2; usage errors exit as click says."""
     try:
-        app(standalone_mode=False)
+        typer_app(standalone_mode=False)
     except TechnicError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -122,6 +123,10 @@ def main() -> None:
         if isinstance(e, click.exceptions.Abort):
             sys.exit(130)
         raise
+
+
+def main() -> None:
+    run_app(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -249,14 +249,6 @@ class Power(Elementwise):
     def fn(self, a):  # type: ignore[override]
         return np.power(a, self.params[0])
 
-    def batch(self, *xs):
-        with np.errstate(all="ignore"):
-            return _finite(self.fn(*xs))
-
-    def step(self, state, rows, *xs):
-        with np.errstate(all="ignore"):
-            return _finite(self.fn(*xs))
-
 
 # ---------------------------------------------------------------------------
 # Ref: the value n bars ago (ring buffer of n values)
