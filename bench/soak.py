@@ -56,13 +56,6 @@ run_worker(WorkerSettings(bootstrap=boot, app_id=app_id, web_port=int(port), dat
 """
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_kb(pid: int) -> int | None:
     """Resident set size of ``pid`` in KiB from /proc (no psutil needed)."""
     try:
@@ -83,6 +76,7 @@ class WorkerProc:
         self.bootstrap, self.prefix, self.workdir = bootstrap, prefix, Path(workdir)
         self.registry, self.grace, self.securities, self.top_k = registry, grace, securities, top_k
         self.app_id = app_id or f"{prefix}worker"
+        from stream.broker import free_port
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.starts = 0

@@ -66,7 +66,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, environment, write_results  # noqa: E402
-from stream.parity import _free_port, _wait_http  # noqa: E402
+from stream.broker import free_port as _free_port  # noqa: E402
+from stream.parity import _wait_http  # noqa: E402
 
 TARGET_BARS_S = 10_000
 TARGET_P99_MS = 50.0

@@ -30,7 +30,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .kafka import new_consumer
-from .parity import _free_port, _wait_http, stop_process
+from .parity import _wait_http, stop_process
 
 
 def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> str:
@@ -150,7 +150,7 @@ def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -
     from technic.commands.features import load_inputs
     from technic.paths import dev_files
 
-    from .broker import EmbeddedBroker, resolve_bootstrap
+    from .broker import EmbeddedBroker, free_port, resolve_bootstrap
     from .publisher import bar_records, fundamental_records, publish
     from .topics_config import create_topics, topic_specs
 
@@ -175,7 +175,7 @@ def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -
             boot = broker.bootstrap
             con.print(f"embedded broker (noida-db) on {boot}, pid {broker.pid}")
         create_topics(boot, topic_specs())
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "stream.cli", "worker", "--bootstrap", boot, "--registry", str(registry),
                "--web-port", str(port), "--datadir", str(workdir / "worker"), "--app-id", f"technic-demo-{port}"]
         if files.get("securities"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 
 from aiohttp import web
 from aiokafka import TopicPartition
@@ -26,9 +25,8 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import readiness
 from .metrics import render as render_metrics
 from .output import OutputSender
-from .pipeline import Output
 from .topics_config import topic_name
-from .worker import Router, health, tick, watch_registry
+from .worker import Router, health, process_batch, tick, watch_registry
 
 log = logging.getLogger("technic.worker")
 KINDS = ("control", "fundamentals", "alt", "bars")  # side topics before bars within a batch
@@ -71,17 +69,9 @@ async def direct_ingest(settings, router: Router, send) -> None:
                 c.resume(*tps)
                 continue
             idle = settings.idle_sleep_s
-            now = time.time()
-            p.batch_started()
-            try:
-                outs: list[Output] = []
-                for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition)):
-                    for m in batch[tp]:
-                        outs += router.handle(m.topic, m.partition, m.offset, m.value, now)
-                outs += p.poll()
-                await send(outs)
-            finally:
-                p.batch_done()
+            await process_batch(router, ((m.topic, m.partition, m.offset, m.value)
+                                         for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition))
+                                         for m in batch[tp]), send)
     finally:
         await c.stop()
 

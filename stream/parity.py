@@ -54,13 +54,6 @@ def stop_process(proc: subprocess.Popen | None, timeout_s: float = 30.0) -> None
         proc.kill()
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def expected_scores(bars, fund, secs, scorer) -> dict[tuple[str, str], dict[int, float]]:
     """Batch path: features for the whole panel, then the model one timestamp at a time."""
     from technic.features.batch import compute_features
@@ -105,7 +98,7 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
     from technic.models.scoring import load_scorer, train_quick_model
     from technic.paths import data_dir, dev_files
 
-    from .broker import EmbeddedBroker, resolve_bootstrap
+    from .broker import EmbeddedBroker, free_port, resolve_bootstrap
     from .publisher import bar_records, fundamental_records, publish
     from .tail import tail
     from .topics_config import create_topics, topic_specs
@@ -136,7 +129,7 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
             broker = EmbeddedBroker(work / "broker").start()
             boot = broker.bootstrap
         create_topics(boot, topic_specs())
-        port = _free_port()
+        port = free_port()
         secs_file = files.get("securities")
         cmd = [sys.executable, "-m", "stream.cli", "worker", "--bootstrap", boot, "--registry", str(registry),
                "--web-port", str(port), "--app-id", f"{prefix}worker", "--datadir", str(work / "worker"),

@@ -1,4 +1,4 @@
-"""`technic-stream worker`: catch up from the input log, then run the Faust agents.
+"""`technic-stream worker`: catch up from the input log, then consume live.
 
 State is a pure fold of the input topics, so recovery is a replay:
 
@@ -8,7 +8,9 @@ State is a pure fold of the input topics, so recovery is a replay:
    Scores are suppressed up to the timestamp before the last one already on
    the scores topic (that one is re-emitted whole: a crash may have cut it);
    dead letters already on the dead-letter topic are not repeated.
-2. **Live.** The Faust agents consume from the group's committed offsets.
+2. **Live.** Either the direct ingest service (``stream.direct``, default:
+   one group-less consumer continuing exactly where the catch-up stopped) or
+   the Faust agents (``--ingest faust``: from the group's committed offsets).
    Every record at or below the offset the worker already handled (the
    catch-up, or Faust's known restart off-by-ones, faust-streaming #48/#606)
    is skipped and counted; a forward jump in offsets raises an alert.
@@ -96,6 +98,28 @@ class Router:
         return True
 
 
+async def process_batch(router: Router, records, send, keep=None) -> list[Output]:
+    """Handle fetched ``(topic, partition, offset, value)`` records as one micro-batch.
+
+    Routes every record, closes the timestamps that became ready, sends the outputs (those
+    ``keep`` accepts) and returns them. The input counts as busy, not quiet, until the send is done.
+    """
+    p = router.pipeline
+    now = time.time()
+    p.batch_started()
+    try:
+        outs: list[Output] = []
+        for topic, partition, offset, value in records:
+            outs += router.handle(topic, partition, offset, value, now)
+        outs += p.poll()
+        if keep is not None:
+            outs = [o for o in outs if keep(o)]
+        await send(outs)
+        return outs
+    finally:
+        p.batch_done()
+
+
 async def _read_all(bootstrap: str, topic: str, on_batch) -> int:
     """Read a topic from the beginning to its end offsets (at call time) without a group.
 
@@ -164,18 +188,9 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
     counts = {"scores_emitted": 0}
 
     async def feed(msgs):
-        now = time.time()
-        p.batch_started()
-        try:
-            outs: list[Output] = []
-            for m in msgs:
-                outs += router.handle(m.topic, m.partition, m.offset, m.value, now)
-            outs += p.poll()
-            outs = [o for o in outs if router.keep(o)]
-            counts["scores_emitted"] += sum(o.kind == "scores" for o in outs)
-            await send(outs)
-        finally:
-            p.batch_done()
+        outs = await process_batch(router, ((m.topic, m.partition, m.offset, m.value) for m in msgs), send,
+                                   keep=router.keep)
+        counts["scores_emitted"] += sum(o.kind == "scores" for o in outs)
 
     for kind in ("fundamentals", "alt", "bars"):
         counts[kind] = await _read_all(bootstrap, topic_name(kind), feed)
@@ -218,24 +233,17 @@ def attach_agents(app, topics, router: Router, settings, send, models_poll_s: fl
     async def _stop_producer(app, **kwargs):  # noqa: ARG001
         await send.close()
 
+    def records(events):
+        return ((ev.message.topic, ev.message.partition, ev.message.offset, ev.value) for ev in events)
+
     def admit_batch(events) -> list[Output]:
-        outs: list[Output] = []
         now = time.time()
-        for ev in events:
-            m = ev.message
-            outs += router.handle(m.topic, m.partition, m.offset, ev.value, now)
-        return outs
+        return [o for r in records(events) for o in router.handle(*r, now)]
 
     @app.agent(topics["bars"], name="technic.bars_agent")
     async def bars_agent(stream):
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            p.batch_started()
-            try:
-                outs = admit_batch(events)
-                outs += p.poll()
-                await send(outs)
-            finally:
-                p.batch_done()
+            await process_batch(router, records(events), send)
 
     for kind in ("fundamentals", "alt", "control"):
         def make(kind):

@@ -1,9 +1,9 @@
 """`technic demo`: the one-command main job.
 
-With the streaming stack available it starts the embedded broker, trains a
-quick model if the registry is empty, runs the worker, replays the shipped
-data and shows live scores (``stream.demo``). ``--batch-only`` runs the batch
-research path instead and prints a feature/label summary.
+It starts the embedded broker, trains a quick model if the registry is empty,
+runs the worker, replays the shipped data and shows live scores
+(``stream.demo``). ``--batch-only`` runs the batch research path instead and
+prints a feature/label summary.
 """
 
 from __future__ import annotations
@@ -15,15 +15,11 @@ import pandas as pd
 
 
 def run(*, days, symbols, data: Path, workdir: Path, batch_only: bool) -> None:
-    if not batch_only:
-        try:
-            from stream.demo import run_demo
-        except ImportError:
-            run_demo = None
-        if run_demo is not None:
-            run_demo(days=days, symbols=symbols, data=data, workdir=workdir)
-            return
-    batch_summary(days=days, symbols=symbols or 50, data=data)
+    if batch_only:
+        batch_summary(days=days, symbols=symbols or 50, data=data)
+        return
+    from stream.demo import run_demo
+    run_demo(days=days, symbols=symbols, data=data, workdir=workdir)
 
 
 def batch_summary(*, days, symbols: int, data: Path) -> None:
