@@ -26,6 +26,16 @@ that lags behind its topic never closes a timestamp whose remaining bars are
 simply not read yet. Closing runs the incremental feature engine for all its symbols in one
 vectorized call, the market and cross-sectional stages, and the model, and
 emits one score per symbol keyed by (symbol, timestamp, model version).
+
+Sequence models (LSTM/Transformer in the bundle, ``Scorer.seq_len > 0``) read each symbol's
+last ``seq_len`` rows normalized against their own timestamp's cross-section. The pipeline
+keeps them in a per-symbol ring of ``history_len`` float32 rows, filled at every closed
+timestamp while the served model has a sequence model (or always, with ``history_always``).
+The worker loads the model before its catch-up replay, so the ring is full when scoring
+starts and stream scores equal the batch path's (``technic.models.scoring.score_panel``)
+exactly. Hot-swapping FROM a tree-only TO a sequence model mid-stream starts with an empty
+ring (windows zero-padded like a new listing's) unless ``history_always`` is set; that costs
+one cross-sectional rank transform of all features per timestamp (~10 ms for 505 x 134).
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from technic.errors import OrderError, RegistryError
 from technic.features import registry as R
 from technic.features.cross_section import cs_rank
 from technic.features.incremental import NAT, FeatureEngine, to_ns
+from technic.models.preprocess import rank_gauss
 
 from .alerts import AlertGate, make_alert
 from .codecs import RecordError, decode, deadletter_record, parse_ts, utc_now_iso
@@ -68,7 +79,8 @@ class ExtensionResult:
 class PipelineConfig:
     grace_s: float = 2.0          # close the oldest timestamp after this long without any new bar
     max_pending: int = 2          # ... or when more than this many later timestamps are buffered
-    history_len: int = 64         # feature rows kept per symbol for sequence models (Scorer.seq_len)
+    history_len: int = 32         # normalized feature rows kept per symbol for sequence models (>= Scorer.seq_len; 0 = off)
+    history_always: bool = False  # keep that history even while the model has no sequence model (see below)
     universe: frozenset | None = None  # if set, bars of other symbols are dead-lettered (unknown_symbol)
     top_k: int = 5                # feature contributions per score (0 = none)
     max_payload: int = 65536
@@ -142,7 +154,7 @@ class ScoringPipeline:
         self._feature_index = {n: i for i, n in enumerate(R.FEATURE_NAMES)}
         self._ret_col = self._feature_index["ret_1"]
         n_feat = len(R.FEATURE_NAMES)
-        self.hist = np.full((self.engine.capacity, self.cfg.history_len, n_feat), np.nan)
+        self.hist = np.full((self.engine.capacity, self.cfg.history_len, n_feat), np.nan, dtype=np.float32)
         self.hist_cnt = np.zeros(self.engine.capacity, np.int64)
 
     # -- inputs -------------------------------------------------------------------
@@ -281,13 +293,14 @@ class ScoringPipeline:
         self.last_closed = t
         self.stats.timestamps_closed += 1
         self.stats.bars_applied += len(names)
-        self._push_history(names, feats)
         out = self._data_quality(t, names, feats)
         swapped = self.models.at_boundary()
         if swapped:
             out += self._alert("model_reload", "info", "model_version", None, None, None, ts_string(t),
                                f"switched to model {swapped}")
         scorer = self.models.current
+        if self.cfg.history_len and (self.cfg.history_always or getattr(scorer, "seq_len", 0)):
+            self._push_history(names, feats)
         if scorer is None or t <= self.suppress_until:
             return out
         out += self._score(t, names, feats, scorer, [bucket[s][1] for s in names], bars["close"])
@@ -297,18 +310,20 @@ class ScoringPipeline:
         cols = [self._feature_index[f] for f in scorer.feature_names]
         X = np.ascontiguousarray(feats[:, cols])
         seq_len = int(getattr(scorer, "seq_len", 0) or 0)
-        if seq_len:
-            scores = scorer.score(X, history=self.history(names, cols, seq_len))
-        else:
-            scores = scorer.score(X)
+        hist = self.history(names, cols, seq_len) if seq_len else None
+        if hasattr(scorer, "predict"):  # the registry Scorer: scores, win prob, contributions in one pass
+            res = scorer.predict(X, history=hist, top_k=self.cfg.top_k)
+            scores, win, contrib = res["scores"], res["win_prob"], res["contributions"]
+        else:                           # a plain scorer object (score / contributions / win_prob)
+            scores = scorer.score(X, history=hist) if seq_len else scorer.score(X)
+            contrib = scorer.contributions(X, self.cfg.top_k) if self.cfg.top_k else [[] for _ in names]
+            win = scorer.win_prob(X) if callable(getattr(scorer, "win_prob", None)) else None
         horizons = list(scorer.horizons)
         primary = scores[horizons[0]]
         pct = cs_rank(primary)
         order = np.argsort(-np.nan_to_num(primary, nan=-np.inf), kind="mergesort")
         rank = np.empty(len(names), np.int64)
         rank[order] = np.arange(1, len(names) + 1)
-        contrib = scorer.contributions(X, self.cfg.top_k) if self.cfg.top_k else [[] for _ in names]
-        win = scorer.win_prob(X) if callable(getattr(scorer, "win_prob", None)) else None
         ts = ts_string(t)
         version = scorer.version
         out = []
@@ -345,19 +360,23 @@ class ScoringPipeline:
         self.stats.scores_out += sum(o.kind == "scores" for o in out)
         return out
 
-    # -- per-symbol feature history (for sequence models) ------------------------------
+    # -- per-symbol normalized feature history (for sequence models) -------------------
     def _push_history(self, names, feats) -> None:
+        """Append each symbol's row of this timestamp, normalized against this timestamp's
+        cross-section (``rank_gauss``, the training transform; column by column, so any model's
+        feature subset reads the same values) and stored as float32 (what the models read)."""
+        feats = rank_gauss(feats)
         slots = np.array([self.engine.slots[s] for s in names], dtype=np.intp)
         if self.engine.capacity > self.hist.shape[0]:
             pad = self.engine.capacity - self.hist.shape[0]
-            self.hist = np.concatenate([self.hist, np.full((pad,) + self.hist.shape[1:], np.nan)])
+            self.hist = np.concatenate([self.hist, np.full((pad,) + self.hist.shape[1:], np.nan, np.float32)])
             self.hist_cnt = np.concatenate([self.hist_cnt, np.zeros(pad, np.int64)])
         L = self.hist.shape[1]
         self.hist[slots, self.hist_cnt[slots] % L] = feats
         self.hist_cnt[slots] += 1
 
     def history(self, names, cols, seq_len: int) -> np.ndarray:
-        """(k, seq_len, len(cols)) last feature rows per symbol, oldest first, current last, NaN-padded."""
+        """(k, seq_len, len(cols)) last normalized rows per symbol, oldest first, current last, NaN-padded."""
         L = self.hist.shape[1]
         if seq_len > L:
             raise ValueError(f"model needs {seq_len} bars of history; the pipeline keeps {L} "

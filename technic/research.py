@@ -167,12 +167,15 @@ def model_inputs(Xn: pd.DataFrame, feats: list[str], rows: np.ndarray, cfg: Back
 
 
 def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx: np.ndarray,
-                      cfg: BacktestConfig, horizon: int, seed: int, excess: np.ndarray | None = None) -> dict:
+                      cfg: BacktestConfig, horizon: int, seed: int, excess: np.ndarray | None = None,
+                      aux_targets: np.ndarray | None = None) -> dict:
     """Select features, fit the base models and (if asked) the stacker and win-prob meta-model on one
     training fold. Returns {features, models, stacker, win_prob, rows, fit_s: {name: seconds}}.
 
     The stacker and the meta-model are fitted on OUT-OF-FOLD base predictions of the training rows
     (purged inner K-fold, purge = horizon, embargo = cfg.embargo_days), never on in-sample fits.
+    ``aux_targets`` (n, H-1): the other horizons' targets, auxiliary outputs of the deep models'
+    multi-horizon head (head 0 = ``target`` is the one predicted); trees ignore them.
     """
     tr = train_idx[np.isfinite(target[train_idx])]
     tr = _subsample(tr, cfg.max_train_rows, seed)
@@ -194,15 +197,17 @@ def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, t
     fit_s = {"selection": time.perf_counter() - t0}
     A = Xtr[feats].to_numpy(np.float64)
     inputs = model_inputs(Xn, feats, tr, cfg)
+    Y = target if aux_targets is None else np.column_stack([target, aux_targets])
+    ys = {n: (Y[tr] if n in DEEP_NAMES else target[tr]) for n in cfg.base_models}
     models = {}
     for name, m in _make_base(cfg, horizon, seed).items():
         t0 = time.perf_counter()
-        models[name] = m.fit(inputs[name], target[tr], dates[tr])
+        models[name] = m.fit(inputs[name], ys[name], dates[tr])
         fit_s[name] = time.perf_counter() - t0
     out = {"features": feats, "models": models, "stacker": None, "win_prob": None, "rows": tr, "fit_s": fit_s}
     if "stack" in cfg.models or cfg.use_win_prob:
         t0 = time.perf_counter()
-        P, names = oof_predictions(lambda s: _make_base(cfg, horizon, s), inputs, target[tr], dates[tr],
+        P, names = oof_predictions(lambda s: _make_base(cfg, horizon, s), inputs, ys, dates[tr],
                                    cfg.stack_folds, horizon, cfg.embargo_days, seed + 7919)
         fit_s["oof_base"] = time.perf_counter() - t0
         if "stack" in cfg.models:
@@ -225,6 +230,17 @@ def fit_fold(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx:
     """Select features and fit every base model on one training fold; return (features, {name: model})."""
     r = fit_fold_ensemble(Xn, target, dates, train_idx, cfg, horizon, seed)
     return r["features"], r["models"]
+
+
+def horizon_targets(labels: pd.DataFrame, horizons, sectors: dict | None = None) -> np.ndarray | None:
+    """(n, len(horizons)) training targets (per-date rank-gauss of excess_h, sector-neutral when
+    ``sectors``) of the given horizons, or None when there are none: the multi-horizon head's
+    auxiliary outputs."""
+    cols = []
+    for g in horizons:
+        y = sector_neutral(labels[f"excess_{g}"], sectors) if sectors else labels[f"excess_{g}"]
+        cols.append(cross_sectional_target(y).to_numpy())
+    return np.column_stack(cols) if cols else None
 
 
 def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig,
@@ -268,6 +284,8 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
         y_train = sector_neutral(labels[f"excess_{h}"], sectors) if cfg.sector_neutral else labels[f"excess_{h}"]
         target = cross_sectional_target(y_train).to_numpy()
         excess = labels[f"excess_{h}"].to_numpy(np.float64)
+        aux = (horizon_targets(labels, [g for g in cfg.horizons if g != h], sectors if cfg.sector_neutral else None)
+               if any(n in DEEP_NAMES for n in cfg.base_models) else None)
         preds = {name: np.full(len(features), np.nan) for name in cfg.models}
         probs = {}
         naive = {}
@@ -275,7 +293,7 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
         sets = []
         for i, (tr, te) in enumerate(folds):
             t0 = time.perf_counter()
-            fit = fit_fold_ensemble(Xn, target, dates, tr, cfg, h, cfg.seed + i, excess)
+            fit = fit_fold_ensemble(Xn, target, dates, tr, cfg, h, cfg.seed + i, excess, aux)
             feats, models = fit["features"], fit["models"]
             t1 = time.perf_counter()
             sets.append(feats)

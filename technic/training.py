@@ -34,8 +34,8 @@ from .labels import make_labels
 from .models.gbm import MODELS
 from .models.preprocess import cross_sectional_target, cross_sectional_transform
 from .models.scoring import SPEC_NAME
-from .research import (BacktestConfig, cached_features, data_hash, fit_fold_ensemble, summarize_results,
-                       walk_forward)
+from .research import (DEEP_NAMES, BacktestConfig, cached_features, data_hash, fit_fold_ensemble,
+                       horizon_targets, summarize_results, walk_forward)
 
 DECILES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
@@ -51,38 +51,56 @@ def reference_distributions(features: pd.DataFrame, names: list[str]) -> dict:
     return out
 
 
-def fit_final(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig):
-    """Fit the per-horizon models on all labelled rows; return (feature_names, spec, files)."""
-    if any(m in ("lstm", "transformer") for m in cfg.models):
-        raise TechnicError("lstm/transformer are backtest-only for now: the registry Scorer does not serve "
-                           "sequence models yet (needs the per-symbol history contract)")
-    if cfg.regime or cfg.sector_neutral:
-        raise TechnicError("regime features / sector-neutral targets are research-only (backtest) options: the "
-                           "streaming Scorer has no universe-level regime state yet")
+def fit_final(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig, sectors: dict | None = None):
+    """Fit the per-horizon models on all labelled rows; return (feature_names, spec, files).
+
+    The bundle (``scorer.json`` + files) holds everything the Scorer needs: per horizon the base
+    models (LightGBM ``.txt``, XGBoost ``.json``, LSTM/Transformer state_dict ``.pt`` + config
+    JSON) with their feature columns, the Ridge stack weights, the calibrated win-probability
+    meta-model, the feature list and the preprocessing. ``regime`` is recorded as null: regime
+    columns are a research option (``BacktestConfig.regime``) that is not served (refused here);
+    a sector-neutral training target needs nothing at serving time and is recorded as such.
+    """
+    if cfg.regime:
+        raise TechnicError("regime features are a research-only (backtest) option: the streaming Scorer keeps "
+                           "no universe-level regime state (see technic compare-variants for their value)")
+    if cfg.sector_neutral and not sectors:
+        raise TechnicError("sector-neutral training targets need the sector map (pass --securities)")
     features = features.sort_index()
     labels = labels.reindex(features.index)
     Xn = cross_sectional_transform(features)
     dates = features.index.get_level_values(0).to_numpy()
+    deep = any(m in DEEP_NAMES for m in cfg.base_models)
+    neutral = sectors if cfg.sector_neutral else None
     per_h = {}
     for h in cfg.horizons:
-        target = cross_sectional_target(labels[f"excess_{h}"]).to_numpy()
+        target = horizon_targets(labels, [h], neutral)[:, 0]
         excess = labels[f"excess_{h}"].to_numpy(np.float64)
-        per_h[h] = fit_fold_ensemble(Xn, target, dates, np.arange(len(features)), cfg, h, cfg.seed + 1000, excess)
+        aux = horizon_targets(labels, [g for g in cfg.horizons if g != h], neutral) if deep else None
+        per_h[h] = fit_fold_ensemble(Xn, target, dates, np.arange(len(features)), cfg, h, cfg.seed + 1000, excess,
+                                     aux)
     order = {n: i for i, n in enumerate(features.columns)}
     names = sorted({f for r in per_h.values() for f in r["features"]}, key=order.get)
     pos = {n: i for i, n in enumerate(names)}
     spec = {"feature_names": names, "horizons": [int(h) for h in cfg.horizons], "preprocess": "gauss",
-            "models": {}}
+            "models": {}, "regime": None, "training_target": "sector-neutral excess" if neutral else "excess"}
     files = {}
     for h, r in per_h.items():
         feats, models = r["features"], r["models"]
         spec["models"][str(h)] = []
         for kind, m in models.items():
-            fname = f"model_h{h}_{kind}{MODELS[kind].suffix}"
-            files[fname] = m.to_bytes()
-            spec["models"][str(h)].append({"kind": kind, "file": fname, "columns": [pos[f] for f in feats],
-                                           "features": feats, "trees": int(m.best_iteration_),
-                                           "params": m.get_params()})
+            entry = {"kind": kind, "columns": [pos[f] for f in feats], "features": feats}
+            if kind in DEEP_NAMES:  # state_dict + config JSON; head 0 = this horizon
+                prefix = f"model_h{h}_{kind}"
+                files.update(m.to_files(prefix))
+                entry.update(prefix=prefix, seq_len=m.seq_len, head=0, epochs=int(m.best_iteration_),
+                             params=m.config)
+            else:
+                fname = f"model_h{h}_{kind}{MODELS[kind].suffix}"
+                files[fname] = m.to_bytes()
+                entry.update(file=fname, trees=int(m.best_iteration_), params=m.get_params())
+            spec["models"][str(h)].append(entry)
+        spec.setdefault("fit_s", {})[str(h)] = {k: round(v, 2) for k, v in r["fit_s"].items()}
         if r["stacker"] is not None:  # score = Ridge over the base predictions, in spec["models"][h] order
             spec.setdefault("stack", {})[str(h)] = {"models": list(models), **r["stacker"].to_dict()}
         if r["win_prob"] is not None:  # meta-model inputs: the columns, then the base predictions
@@ -108,14 +126,18 @@ def train_and_register(bars, fundamentals=None, securities=None, alt=None, *, re
             raise TechnicError(f"no bars on or before end={end}")
     feats = cached_features(bars, fundamentals, securities, alt, cache_dir=cache_dir)
     labels = make_labels(bars, cfg.horizons)
-    results = walk_forward(feats, labels, cfg)
+    from .data import sector_map
+    sectors = sector_map(securities) if isinstance(securities, pd.DataFrame) else securities
+    results = walk_forward(feats, labels, cfg, sectors=sectors)
     summary = summarize_results(results, cfg.cost_bps)
     primary = int(cfg.horizons[0])
     cand_name = ("stack" if "stack" in cfg.models else
                  "ensemble" if len(cfg.base_models) > 1 else cfg.base_models[0])  # = what the Scorer serves
     cand = dict(summary[primary][cand_name])
     baselines = {"momentum_12_1": summary[primary]["momentum_12_1"]}
-    names, spec, files = fit_final(feats, labels, cfg)
+    t_final = time.perf_counter()
+    names, spec, files = fit_final(feats, labels, cfg, sectors)
+    t_final = time.perf_counter() - t_final
     dates = pd.to_datetime(bars["date"])
     reg = Registry(registry_root)
     was_empty = reg.promoted() is None
@@ -125,7 +147,8 @@ def train_and_register(bars, fundamentals=None, securities=None, alt=None, *, re
                        "n_symbols": int(bars["symbol"].nunique()), "n_rows": int(len(bars))},
         "data_hash": data_hash(bars), "feature_names": names, "feature_registry_hash": registry_hash(),
         "horizons": [int(h) for h in cfg.horizons], "primary_horizon": primary, "candidate": cand_name,
-        "params": to_jsonable(vars(cfg)), "models": spec["models"],
+        "params": to_jsonable(vars(cfg)), "models": spec["models"], "final_fit_s": round(t_final, 1),
+        "final_fit_s_by_model": spec.get("fit_s"),
         "fold_metrics": to_jsonable(results["folds"]),
         "metrics_by_horizon": to_jsonable({str(h): m for h, m in summary.items()}),
         "selection_stability": {str(h): s["stability_jaccard"] for h, s in results["selection"].items()},

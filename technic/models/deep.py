@@ -7,13 +7,17 @@ the windows are left-padded with zeros): ``build_sequences`` makes, for each req
 row last. A window never mixes symbols (it is cut from one symbol's rows only).
 
 Training: Adam on MSE against the (per-date rank-gauss) target(s); the output head has one unit
-per target column (multi-horizon head when several horizons are given). Early stopping on
+per target column: the multi-horizon head (``y`` of shape (n, H): the horizon being modelled
+first, the other horizons as auxiliary targets) shares one encoder across horizons, and a
+missing target (e.g. the 10-day label near the end of the data while the 5-day one exists) is
+masked out of the loss instead of dropping the row. Early stopping on
 an inner, time-ordered validation slice (``inner_time_split``: the last dates after a gap >=
 the label horizon). Fixed seeds, ``torch.use_deterministic_algorithms(True)``, 2 threads.
 Saved as state_dict (``.pt``, loaded with ``weights_only=True``) + config JSON.
 
-Presets: ``PRESETS["small"]`` (default, CPU: hidden 32, 1 layer, seq_len 20) and
-``PRESETS["seed"]`` (the seed's sizes: LSTM hidden 128 x 2 layers; Transformer d_model 128,
+Presets: ``PRESETS["small"]`` (default, CPU: hidden 32, 1 layer, seq_len 20, up to 150,000
+training windows x 8 epochs: a few minutes per model on the full dev data on 2 cores, see
+``bench/training_time.py``) and ``PRESETS["seed"]`` (the seed's sizes: LSTM hidden 128 x 2 layers; Transformer d_model 128,
 8 heads, 3 layers).
 """
 
@@ -28,7 +32,7 @@ from technic.validation import inner_time_split
 
 DEEP_NAMES = ("lstm", "transformer")
 PRESETS = {
-    "small": dict(seq_len=20, hidden=32, layers=1, heads=4, epochs=4, batch=512, lr=2e-3, max_rows=20000,
+    "small": dict(seq_len=20, hidden=32, layers=1, heads=4, epochs=8, batch=512, lr=2e-3, max_rows=150_000,
                   patience=2, dropout=0.0),
     "seed": dict(seq_len=20, hidden=128, layers=2, heads=8, epochs=20, batch=512, lr=1e-3, max_rows=200000,
                  patience=3, dropout=0.1, transformer_layers=3),
@@ -127,7 +131,9 @@ class DeepModel:
         S = np.asarray(S, dtype=np.float32)
         y = np.asarray(y, dtype=np.float32)
         y = y[:, None] if y.ndim == 1 else y
-        idx = np.arange(len(y))
+        idx = np.flatnonzero(np.isfinite(y[:, 0]))               # the modelled target must exist
+        mask = np.isfinite(y).astype(np.float32)                  # auxiliary targets may be missing
+        y = np.nan_to_num(y, nan=0.0)
         if len(idx) > cfg["max_rows"]:
             idx = np.sort(rng.choice(idx, cfg["max_rows"], replace=False))
         fit_idx, val_idx = idx, None
@@ -140,7 +146,7 @@ class DeepModel:
         self.n_in_, self.n_out_ = S.shape[2], y.shape[1]
         net = _net(self.kind, self.n_in_, self.n_out_, cfg)
         opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
-        Xf, Yf = torch.from_numpy(S[fit_idx]), torch.from_numpy(y[fit_idx])
+        Xf, Yf, Mf = (torch.from_numpy(a[fit_idx]) for a in (S, y, mask))
         best, best_state, bad, self.history_ = np.inf, None, 0, []
         for epoch in range(cfg["epochs"]):
             net.train()
@@ -148,12 +154,13 @@ class DeepModel:
             for b in range(0, len(perm), cfg["batch"]):
                 j = perm[b:b + cfg["batch"]]
                 opt.zero_grad()
-                loss = torch.mean((net(Xf[j]) - Yf[j]) ** 2)
+                loss = torch.sum((net(Xf[j]) - Yf[j]) ** 2 * Mf[j]) / torch.clamp(torch.sum(Mf[j]), min=1.0)
                 loss.backward()
                 opt.step()
             if val_idx is None:
                 continue
-            vl = float(np.mean((self._predict(net, S[val_idx]) - y[val_idx]) ** 2))
+            err = (self._predict(net, S[val_idx])[:, 0] - y[val_idx, 0]) ** 2   # stop on the modelled head
+            vl = float(np.mean(err))
             self.history_.append(vl)
             if vl < best - 1e-6:
                 best, bad = vl, 0
@@ -177,6 +184,10 @@ class DeepModel:
             for b in range(0, len(S), batch):
                 out.append(net(torch.from_numpy(np.asarray(S[b:b + batch], dtype=np.float32))).numpy())
         return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.config["seq_len"])
 
     def predict(self, S, head: int = 0) -> np.ndarray:
         return self._predict(self.net_, S)[:, head].astype(np.float64)

@@ -29,11 +29,18 @@ def oof_predictions(make_models: Callable[[int], dict], A: np.ndarray, y: np.nda
                     seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """(n, m) out-of-fold predictions of the m base models from ``make_models(seed) -> {name: model}``.
 
+    ``A`` and ``y`` are arrays, or dicts {model name: its input / its target} (sequence windows and
+    multi-horizon targets for the deep models; the first entry's column 0 is the primary target).
+
     Row i of the result comes from models fitted on rows whose dates lie outside
     [block_start - purge_days, block_end + embargo_days) of i's block. Rows never held out
     (none with purged_kfold) stay NaN.
     """
     A = A if isinstance(A, dict) else np.asarray(A, dtype=np.float64)  # dict: per-model inputs
+    Y = y if isinstance(y, dict) else None                               # dict: per-model targets
+    if Y is not None:  # the rows' primary target: a 1-D entry, or column 0 of a multi-horizon one
+        y = next(np.asarray(v, dtype=np.float64) for v in Y.values())
+        y = y if y.ndim == 1 else y[:, 0]
     y = np.asarray(y, dtype=np.float64)
     dates = np.asarray(dates)
     names = None
@@ -48,7 +55,8 @@ def oof_predictions(make_models: Callable[[int], dict], A: np.ndarray, y: np.nda
             continue
         for j, name in enumerate(names):
             Aj = A[name] if isinstance(A, dict) else A
-            P[ho, j] = models[name].fit(Aj[tr], y[tr], dates[tr]).predict(Aj[ho])
+            yj = Y[name] if Y is not None else y
+            P[ho, j] = models[name].fit(Aj[tr], yj[tr], dates[tr]).predict(Aj[ho])
     return P, names
 
 

@@ -56,9 +56,9 @@ def data():
     return bars, fund, secs
 
 
-def run_stream(records, fund, secs, scorer=None, flush=True):
+def run_stream(records, fund, secs, scorer=None, flush=True, config=None):
     p = ScoringPipeline(ModelSource(None, scorer=scorer or LinearScorer()), sectors=secs,
-                        config=PipelineConfig(grace_s=1e9))
+                        config=config or PipelineConfig(grace_s=1e9))
     outs = []
     for i, (_, _, v) in enumerate(fundamental_records(fund)):
         outs += p.on_fundamental(v, offset=i)
@@ -186,19 +186,26 @@ def test_missing_symbol_closes_by_watermark_and_quiet_input(data):
     assert "MSFT" not in p.active and "XOM" not in p.active
 
 
-def test_feature_history_matches_each_symbols_past_rows(data):
-    """Sequence models get the symbol's own last seq_len feature rows, oldest first, NaN-padded."""
+def test_feature_history_matches_each_symbols_past_normalized_rows(data):
+    """Sequence models get the symbol's own last seq_len rows, each normalized against its own
+    timestamp's cross-section (float32), oldest first, NaN-padded."""
+    from technic.models.preprocess import cross_sectional_transform
     bars, fund, secs = data
-    p, outs = run_stream(list(bar_records(bars)), fund, secs)
+    p, outs = run_stream(list(bar_records(bars)), fund, secs, config=PipelineConfig(grace_s=1e9, history_always=True))
     F = compute_features(bars, fund, secs)
+    Z = cross_sectional_transform(F)
     names = sorted(bars["symbol"].unique())
     cols = [0, 5, 40]
     h = p.history(names, cols, 10)
+    assert h.dtype == np.float32
     for i, sym in enumerate(names):
-        own = F.xs(sym, level="symbol").iloc[-10:, cols].to_numpy()
+        own = Z.xs(sym, level="symbol").iloc[-10:, cols].to_numpy().astype(np.float32)
         np.testing.assert_array_equal(h[i], own)
     first = bars[bars["date"] <= bars["date"].min()]
-    short = run_stream(list(bar_records(first)), fund, secs)[0]
+    short = run_stream(list(bar_records(first)), fund, secs, config=PipelineConfig(grace_s=1e9, history_always=True))[0]
     hs = short.history(names, cols, 3)
     assert np.isnan(hs[:, :2]).all()  # padding before the first bar
-    np.testing.assert_array_equal(hs[:, 2], compute_features(first, fund, secs).iloc[:, cols].to_numpy())
+    np.testing.assert_array_equal(hs[:, 2], cross_sectional_transform(compute_features(first, fund, secs))
+                                  .iloc[:, cols].to_numpy().astype(np.float32))
+    plain = run_stream(list(bar_records(first)), fund, secs)[0]   # tree-only model: no history kept
+    assert np.isnan(plain.history(names, cols, 3)).all()
