@@ -149,6 +149,25 @@ def test_cli_bad_input_is_a_clear_error_without_traceback(tmp_path):
         assert msg in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = _cli("registry", "show", "v0001", "--registry", str(tmp_path / "reg"))
     assert r.returncode == 2 and "unknown version" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "bad.json").write_text('{"model_params": {}, "learning_rate": 0.1}')
+    for args, msg in [(["--params", str(tmp_path / "bad.json")], "unknown key"),
+                      (["--params", str(tmp_path / "missing.json")], "cannot read JSON"),
+                      (["--deep-preset", "huge"], "--deep-preset must be one of"),
+                      (["--sector-neutral"], "--sector-neutral needs --securities")]:
+        r = _cli("backtest", "--bars", bars, "--out", str(tmp_path / "o"), *args)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_params_file_overrides_config_and_flags_override_the_file(tmp_path):
+    from technic.commands.research import make_config
+    f = tmp_path / "best_params.json"
+    f.write_text('{"model": "lgbm", "horizon": 5, "best_value": 0.02, '
+                 '"model_params": {"lgbm": {"num_leaves": 15}}, "deep_params": {"hidden": 16}, "stack_folds": 4}')
+    cfg = make_config([5], "lgbm,lstm,stack", f)
+    assert cfg.model_params == {"lgbm": {"num_leaves": 15}} and cfg.deep_params == {"hidden": 16}
+    assert cfg.stack_folds == 4 and cfg.deep_preset == "small"
+    cfg = make_config([5], "lgbm", f, "seed", stack_folds=2)
+    assert cfg.stack_folds == 2 and cfg.deep_preset == "seed"
 
 
 @pytest.mark.slow

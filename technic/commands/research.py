@@ -69,13 +69,53 @@ def _progress(total: int, desc: str):
     yield tick
 
 
-def backtest(bars, fundamentals, securities, symbols, start, end, horizon, models, out, cost_bps,
-             train_days, test_days, min_train_days, k_features, max_train_rows, threads, cache_dir) -> None:
-    from ..research import BacktestConfig, run_backtest
-    cfg = BacktestConfig(horizons=_horizons(horizon), models=_models(models), train_days=train_days,
-                         test_days=test_days, min_train_days=min_train_days, cost_bps=cost_bps,
-                         k_features=k_features, max_train_rows=max_train_rows, n_threads=threads)
+PARAM_KEYS = ("model_params", "deep_params", "selector_params", "win_prob_params", "deep_preset", "stack_alpha",
+              "stack_positive", "stack_folds", "n_estimators", "early_stopping_rounds")
+HPO_INFO_KEYS = ("model", "horizon", "best_value", "holdout_rank_ic", "default_holdout_rank_ic", "n_trials",
+                 "n_pruned", "study_name", "objective")
+
+
+def load_params(path: Optional[Path]) -> dict:
+    """BacktestConfig overrides from a JSON file (e.g. ``technic hpo``'s best_params.json)."""
+    if path is None:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise TechnicError(f"--params {path}: cannot read JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise TechnicError(f"--params {path}: expected a JSON object")
+    bad = [k for k in doc if k not in PARAM_KEYS and k not in HPO_INFO_KEYS]
+    if bad:
+        raise TechnicError(f"--params {path}: unknown key(s) {bad}; allowed: {', '.join(PARAM_KEYS)}")
+    return {k: doc[k] for k in PARAM_KEYS if k in doc}
+
+
+def make_config(horizon, models, params: Optional[Path] = None, deep_preset: Optional[str] = None,
+                **kw):
+    """BacktestConfig from CLI values: explicit flags override the --params file."""
+    from ..models.deep import PRESETS
+    from ..research import BacktestConfig
+    over = load_params(params)
+    if deep_preset is not None:
+        over["deep_preset"] = deep_preset
+    if over.get("deep_preset", "small") not in PRESETS:
+        raise TechnicError(f"--deep-preset must be one of {', '.join(PRESETS)}, got {over['deep_preset']!r}")
+    cfg = BacktestConfig(horizons=_horizons(horizon), models=_models(models), **{**over, **kw})
     cfg.check()
+    return cfg
+
+
+def backtest(bars, fundamentals, securities, symbols, start, end, horizon, models, out, cost_bps,
+             train_days, test_days, min_train_days, k_features, max_train_rows, threads, cache_dir,
+             params=None, deep_preset=None, regime=False, sector_neutral=False, stack_folds=None) -> None:
+    from ..research import run_backtest
+    cfg = make_config(horizon, models, params, deep_preset, train_days=train_days, test_days=test_days,
+                      min_train_days=min_train_days, cost_bps=cost_bps, k_features=k_features,
+                      max_train_rows=max_train_rows, n_threads=threads, regime=regime,
+                      sector_neutral=sector_neutral, **({"stack_folds": stack_folds} if stack_folds else {}))
+    if sector_neutral and securities is None:
+        raise TechnicError("--sector-neutral needs --securities (the sector map)")
     b, f, s = _inputs(bars, fundamentals, securities, symbols, start, end)
     doc = run_backtest(b, f, s, None, out_dir=out, cfg=cfg, cache_dir=cache_dir or Path(out) / "cache",
                        progress_factory=_progress)
@@ -101,13 +141,12 @@ def _summary_table(doc: dict) -> str:
 
 
 def train(bars, fundamentals, securities, symbols, start, end, horizon, models, register_flag, registry,
-          test_days, threads, cache_dir, bootstrap) -> None:
-    from ..research import BacktestConfig
+          test_days, threads, cache_dir, bootstrap, params=None, deep_preset=None, sector_neutral=False) -> None:
     from ..training import train_and_register
     if not register_flag:
         raise TechnicError("technic train needs --register (training without registering has no output)")
-    cfg = BacktestConfig(horizons=_horizons(horizon), models=_models(models), test_days=test_days,
-                         n_threads=threads)
+    cfg = make_config(horizon, models, params, deep_preset, test_days=test_days, n_threads=threads,
+                      sector_neutral=sector_neutral)
     b, f, s = _inputs(bars, fundamentals, securities, symbols, start, end)
     res = train_and_register(b, f, s, registry_root=_registry_root(registry), cfg=cfg, end=end,
                              promote_if_empty=bootstrap, cache_dir=cache_dir)
@@ -133,7 +172,7 @@ def register(app: typer.Typer) -> None:
         start: Optional[str] = typer.Option(None, help="first date (YYYY-MM-DD)"),
         end: Optional[str] = typer.Option(None, help="last date (YYYY-MM-DD)"),
         horizon: List[int] = typer.Option([5], help="label horizon in bars (repeatable)"),
-        models: str = typer.Option("lgbm,xgb", help="comma-separated: lgbm,xgb"),
+        models: str = typer.Option("lgbm,xgb", help="comma-separated subset of lgbm,xgb,lstm,transformer,stack"),
         cost_bps: float = typer.Option(10.0, help="cost per unit traded, bps"),
         train_days: Optional[int] = typer.Option(None, help="rolling train window in dates (default expanding)"),
         test_days: int = typer.Option(63, help="test block length = retrain every N dates"),
@@ -142,10 +181,17 @@ def register(app: typer.Typer) -> None:
         max_train_rows: int = typer.Option(150_000, help="row subsample per training fold"),
         threads: int = typer.Option(2, help="threads for LightGBM/XGBoost"),
         cache_dir: Optional[Path] = typer.Option(None, help="feature cache (default OUT/cache)"),
+        params: Optional[Path] = typer.Option(None, help="JSON of config overrides, e.g. technic hpo's best_params.json"),
+        deep_preset: Optional[str] = typer.Option(None, help="LSTM/Transformer sizes: small (CPU default) or seed"),
+        regime: bool = typer.Option(False, help="append past-only market-regime features"),
+        sector_neutral: bool = typer.Option(False, help="train on sector-neutral excess returns (needs --securities)"),
+        stack_folds: Optional[int] = typer.Option(None, help="inner purged folds for the out-of-fold stack / "
+                                                  "win-prob inputs (default 3)"),
     ):
         """Walk-forward backtest of the models against the baselines; writes metrics.json + report.html."""
         backtest(bars, fundamentals, securities, symbols, start, end, horizon, models, out, cost_bps,
-                 train_days, test_days, min_train_days, k_features, max_train_rows, threads, cache_dir)
+                 train_days, test_days, min_train_days, k_features, max_train_rows, threads, cache_dir,
+                 params, deep_preset, regime, sector_neutral, stack_folds)
 
     @app.command("train")
     def train_cmd(
@@ -156,17 +202,20 @@ def register(app: typer.Typer) -> None:
         start: Optional[str] = typer.Option(None),
         end: Optional[str] = typer.Option(None, help="train on data up to this date"),
         horizon: List[int] = typer.Option([5, 10], help="label horizons (first = gated)"),
-        models: str = typer.Option("lgbm,xgb"),
+        models: str = typer.Option("lgbm,xgb", help="subset of lgbm,xgb,lstm,transformer,stack"),
         register_flag: bool = typer.Option(False, "--register", help="register (and gate) the model"),
         registry: Optional[Path] = typer.Option(None, help="registry dir (default $TECHNIC_REGISTRY or ./registry)"),
         test_days: int = typer.Option(126, help="walk-forward test block for the gate's metrics"),
         threads: int = typer.Option(2),
         cache_dir: Optional[Path] = typer.Option(None, help="feature cache directory"),
         bootstrap: bool = typer.Option(False, help="promote even if the gate fails when the registry is empty"),
+        params: Optional[Path] = typer.Option(None, help="JSON of config overrides (technic hpo's best_params.json)"),
+        deep_preset: Optional[str] = typer.Option(None, help="LSTM/Transformer sizes: small (CPU default) or seed"),
+        sector_neutral: bool = typer.Option(False, help="train on sector-neutral excess returns"),
     ):
         """Train on all data up to --end, register it, and promote it if it passes the gate."""
         train(bars, fundamentals, securities, symbols, start, end, horizon, models, register_flag, registry,
-              test_days, threads, cache_dir, bootstrap)
+              test_days, threads, cache_dir, bootstrap, params, deep_preset, sector_neutral)
 
     @reg_app.command("list")
     def reg_list(registry: Optional[Path] = typer.Option(None), as_json: bool = typer.Option(False, "--json")):
