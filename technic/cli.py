@@ -96,7 +96,7 @@ def _register_optional() -> None:
     """Sub-commands that live in their own modules (research, registry, online, retrain, hpo)."""
     import importlib
     import importlib.util
-    for name in ("research", "online", "retrain", "hpo"):
+    for name in ("research", "online", "retrain", "hpo", "variants"):
         mod = f"technic.commands.{name}"
         if importlib.util.find_spec(mod) is not None:  # import errors inside a module are real errors
             importlib.import_module(mod).register(app)
