@@ -1,12 +1,17 @@
 """Scoring latency of a registered ensemble for one timestamp of ~500 symbols (issue 5).
 
-Trains LightGBM + XGBoost + an out-of-fold Ridge stack + the calibrated win-probability meta-model
-(`technic.training.train_and_register`, models lgbm,xgb,stack) on a slice of the dev data into a
-temporary registry, loads it with `load_scorer` (checksums verified), takes the feature matrix of
-the last timestamp of the full universe, and times `score`, `contributions(top_k=5)` and `win_prob`
-over repeated calls. Writes bench/results/scoring_latency.{json,md}.
+Trains the ensemble bundle -- LightGBM + XGBoost + LSTM + Transformer + an out-of-fold Ridge
+stack + the calibrated win-probability meta-model (`technic.training.train_and_register`, default
+models lgbm,xgb,lstm,transformer,stack) -- on a slice of the dev data into a temporary registry,
+loads it with `load_scorer` (checksums verified), takes the feature matrix and the normalized
+per-symbol history of the last timestamp of the full universe, and times the one-call
+`predict(X, history, top_k=5)` (per-horizon scores + win probability + top-5 contributions, what
+the stream worker calls), `score`, `contributions` and `win_prob` over repeated calls. The deep
+models' training rows are capped (`--deep-rows`) only to keep the bench short: latency depends on
+the network sizes (`--deep-preset`), not on the rows they were fitted on.
+Writes bench/results/scoring_latency[_<preset>].{json,md}.
 
-    python bench/scoring_latency.py [--train-symbols 100] [--repeats 200]
+    python bench/scoring_latency.py [--models lgbm,xgb,lstm,transformer,stack] [--deep-preset small|seed]
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ def _pcts(samples_s: list[float]) -> dict:
 def main(argv=None) -> dict:
     from technic.commands.features import load_inputs
     from technic.features.batch import compute_features
-    from technic.models.scoring import load_scorer
+    from technic.models.scoring import history_from_panel, load_scorer
     from technic.paths import data_dir, dev_files
     from technic.research import BacktestConfig
     from technic.training import train_and_register
@@ -42,6 +47,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--train-symbols", type=int, default=100)
     ap.add_argument("--train-days", type=int, default=504)
     ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--models", default="lgbm,xgb,lstm,transformer,stack")
+    ap.add_argument("--deep-preset", default="small")
+    ap.add_argument("--deep-rows", type=int, default=20_000)
     args = ap.parse_args(argv)
 
     files = dev_files(data_dir())
@@ -49,8 +57,9 @@ def main(argv=None) -> dict:
     dates = np.sort(bars["date"].unique())
     syms = sorted(bars["symbol"].unique())[: args.train_symbols]
     train = bars[bars["symbol"].isin(syms) & (bars["date"] <= dates[args.train_days - 1])]
-    cfg = BacktestConfig(horizons=(5, 10), models=("lgbm", "xgb", "stack"), test_days=126, k_features=30,
-                         max_train_rows=60_000, n_estimators=200, early_stopping_rounds=25)
+    cfg = BacktestConfig(horizons=(5, 10), models=tuple(args.models.split(",")), test_days=126, k_features=30,
+                         max_train_rows=60_000, n_estimators=200, early_stopping_rounds=25, stack_folds=2,
+                         deep_preset=args.deep_preset, deep_params={"max_rows": args.deep_rows, "epochs": 3})
     reg = Path(tempfile.mkdtemp(prefix="technic-lat-")) / "registry"
     t0 = time.perf_counter()
     summary = train_and_register(train, fund, secs, registry_root=reg, cfg=cfg, promote_if_empty=True)
@@ -64,6 +73,10 @@ def main(argv=None) -> dict:
     last = F.xs(dates[-1], level="date")
     X = np.ascontiguousarray(last[list(scorer.feature_names)].to_numpy(np.float64))
     k = len(X)
+    H = None
+    if scorer.seq_len:
+        rows = np.flatnonzero(F.index.get_level_values(0) == dates[-1])
+        H = history_from_panel(F, scorer.feature_names, scorer.seq_len, rows)
 
     def timed(fn):
         fn()  # warm-up
@@ -74,18 +87,22 @@ def main(argv=None) -> dict:
             out.append(time.perf_counter() - t)
         return out
 
-    rows = [{"call": f"score(X) for {k} symbols, horizons {list(scorer.horizons)}", **_pcts(timed(lambda: scorer.score(X))),
-             "target": "p99 < 20 ms"}]
+    rows = [{"call": f"predict(X, history, top_k=5) for {k} symbols: scores {list(scorer.horizons)} + win prob + "
+                     f"top-5 contributions", **_pcts(timed(lambda: scorer.predict(X, H, 5))), "target": "p99 < 20 ms"},
+            {"call": f"score(X, history) for {k} symbols", **_pcts(timed(lambda: scorer.score(X, H)))}]
     rows[0]["ok"] = rows[0]["p99_ms"] < 20
     rows.append({"call": f"contributions(X, top_k=5) for {k} symbols", **_pcts(timed(lambda: scorer.contributions(X, 5)))})
     if callable(getattr(scorer, "win_prob", None)):
-        rows.append({"call": f"win_prob(X) for {k} symbols", **_pcts(timed(lambda: scorer.win_prob(X)))})
+        rows.append({"call": f"win_prob(X, history) for {k} symbols", **_pcts(timed(lambda: scorer.win_prob(X, H)))})
     meta = {"command": "python bench/scoring_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "model": f"{scorer.version}: lgbm + xgb + stack (+ win-prob meta-model) trained on {len(syms)} symbols x "
-                     f"{args.train_days} days in {train_s:.0f} s; {len(scorer.feature_names)} features",
+            "model": f"{scorer!r}: {args.models} (+ win-prob meta-model), deep preset {args.deep_preset}, trained on "
+                     f"{len(syms)} symbols x {args.train_days} days in {train_s:.0f} s; {len(scorer.feature_names)} "
+                     f"features; seq_len {scorer.seq_len}",
             "gate": str(summary.get("decision", summary.get("gate", ""))),
             "load_scorer_s": round(load_s, 3), "symbols_scored": k, "repeats": args.repeats}
-    write_results("scoring_latency", rows, meta)
+    from bench.common import environment
+    meta["environment"] = environment()
+    write_results("scoring_latency" + ("" if args.deep_preset == "small" else f"_{args.deep_preset}"), rows, meta)
     for r in rows:
         print(r)
     return {"rows": rows, "meta": meta}

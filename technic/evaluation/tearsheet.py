@@ -200,6 +200,41 @@ def _model_section(name, entry, labels, horizon, cost_bps, baselines) -> str:
     return "\n".join(parts)
 
 
+def _ensemble_sections(results: dict, doc: dict) -> list[str]:
+    """Stacking comparison, win-probability calibration (Brier + reliability plot) and fit times,
+    when the backtest produced them (``technic.research.run_backtest``); also stored in ``doc``."""
+    body = []
+    stacking = results.get("stacking") or {}
+    if stacking:
+        body.append("<h2>Stacking</h2><p class='note'>Out-of-sample RankIC of the Ridge stack (fitted on "
+                    "out-of-fold base predictions inside each training window) vs the equal-weight average of "
+                    "the base models vs the best single base model (chosen after the fact, which flatters it). "
+                    "Keep the stack only where it beats both.</p>")
+        rows = {f"h={h}": c for h, c in sorted(stacking.items(), key=lambda kv: int(kv[0]))}
+        body.append(_table(rows, ["stack", "equal_weight_average", "best_single", "best_single_value",
+                                  "stack_rank_icir", "ensemble_rank_icir", "stack_beats_both"], "horizon"))
+        doc["stacking"] = stacking
+    win = results.get("win_prob") or {}
+    if win:
+        from technic.models.meta import reliability_figure
+        body.append("<h2>Win probability (meta-model)</h2><p class='note'>Calibrated inside each training "
+                    "fold; Brier score out of sample vs the base-rate forecast of the training fold "
+                    "(brier_skill > 0 means better than the base rate).</p>")
+        rows = {f"h={h} {t}": {k: v for k, v in e.items() if k != "reliability"}
+                for h, d in win.items() for t, e in d.items()}
+        body.append(_table(rows, ["brier", "brier_base_rate", "brier_skill", "observed_rate", "mean_pred", "n"],
+                           "target"))
+        body.append(_png(reliability_figure(win)))
+        doc["win_prob"] = {str(h): {t: {k: v for k, v in e.items() if k != "reliability"} for t, e in d.items()}
+                           for h, d in win.items()}
+    fit = (results.get("timing") or {}).get("fit_s_by_model") or {}
+    if fit:
+        body.append("<h2>Fit time</h2><p class='note'>Seconds summed over all walk-forward folds and horizons "
+                    "(oof_base = the inner-fold refits that feed the stack and the meta-model).</p>")
+        body.append(_table({k: {"seconds": round(v, 1)} for k, v in fit.items()}, ["seconds"], "step"))
+    return body
+
+
 def write_tearsheet(out_dir, results: dict, title: str) -> dict:
     """Write ``metrics.json`` and ``report.html`` into ``out_dir``; return their paths.
 
@@ -233,6 +268,7 @@ def write_tearsheet(out_dir, results: dict, title: str) -> dict:
         body += [f"<h2>Horizon {h} days</h2>", "<h3>Summary</h3>", _table(rows, SUMMARY_COLUMNS, "model")]
         for name, entry in models.items():
             body.append(_model_section(name, entry, hres.get("labels"), h, cost_bps, baselines))
+    body += _ensemble_sections(results, doc)
     (out / "metrics.json").write_text(json.dumps(to_jsonable(doc), indent=2, allow_nan=False))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")

@@ -201,6 +201,14 @@ def evaluate(probs: dict[str, np.ndarray], excess, dates, base_rates: dict[str, 
 
 def plot_reliability(win_prob: dict, path) -> None:
     """Reliability diagram (one panel per horizon x target) of ``evaluate`` results, as a PNG."""
+    import matplotlib.pyplot as plt
+    fig = reliability_figure(win_prob)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def reliability_figure(win_prob: dict):
+    """The reliability diagram as a matplotlib figure (the tear sheet embeds it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -217,5 +225,4 @@ def plot_reliability(win_prob: dict, path) -> None:
         ax.set_xlabel("predicted probability")
         ax.set_ylabel("observed frequency")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    return fig
