@@ -79,7 +79,7 @@ class ExtensionResult:
 class PipelineConfig:
     grace_s: float = 2.0          # close the oldest timestamp after this long without any new bar
     max_pending: int = 2          # ... or when more than this many later timestamps are buffered
-    history_len: int = 32         # normalized feature rows kept per symbol for sequence models (>= Scorer.seq_len; 0 = off)
+    history_len: int = 32         # normalized rows kept per symbol for sequence models (grown to a model's seq_len)
     history_always: bool = False  # keep that history even while the model has no sequence model (see below)
     universe: frozenset | None = None  # if set, bars of other symbols are dead-lettered (unknown_symbol)
     top_k: int = 5                # feature contributions per score (0 = none)
@@ -299,7 +299,10 @@ class ScoringPipeline:
             out += self._alert("model_reload", "info", "model_version", None, None, None, ts_string(t),
                                f"switched to model {swapped}")
         scorer = self.models.current
-        if self.cfg.history_len and (self.cfg.history_always or getattr(scorer, "seq_len", 0)):
+        seq_len = int(getattr(scorer, "seq_len", 0) or 0)
+        if seq_len > self.hist.shape[1]:
+            self._grow_history(seq_len)
+        if self.hist.shape[1] and (self.cfg.history_always or seq_len):
             self._push_history(names, feats)
         if scorer is None or t <= self.suppress_until:
             return out
@@ -375,12 +378,21 @@ class ScoringPipeline:
         self.hist[slots, self.hist_cnt[slots] % L] = feats
         self.hist_cnt[slots] += 1
 
+    def _grow_history(self, length: int) -> None:
+        """Widen the ring to ``length`` rows per symbol, keeping every row it holds (a model with a
+        longer window than ``history_len`` was loaded)."""
+        old, L = self.hist, self.hist.shape[1]
+        self.hist = np.full((old.shape[0], length, old.shape[2]), np.nan, np.float32)
+        for back in range(min(L, length)):           # rows `back` bars ago, per symbol
+            ok = self.hist_cnt - 1 - back >= 0
+            a = (self.hist_cnt[ok] - 1 - back)
+            self.hist[np.flatnonzero(ok), a % length] = old[np.flatnonzero(ok), a % L]
+
     def history(self, names, cols, seq_len: int) -> np.ndarray:
         """(k, seq_len, len(cols)) last normalized rows per symbol, oldest first, current last, NaN-padded."""
+        if seq_len > self.hist.shape[1]:
+            self._grow_history(seq_len)
         L = self.hist.shape[1]
-        if seq_len > L:
-            raise ValueError(f"model needs {seq_len} bars of history; the pipeline keeps {L} "
-                             f"(PipelineConfig.history_len)")
         slots = np.array([self.engine.slots[s] for s in names], dtype=np.intp)
         cnt = self.hist_cnt[slots]
         back = np.arange(seq_len - 1, -1, -1)              # seq_len-1 ... 0 bars ago

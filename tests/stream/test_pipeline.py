@@ -207,5 +207,10 @@ def test_feature_history_matches_each_symbols_past_normalized_rows(data):
     assert np.isnan(hs[:, :2]).all()  # padding before the first bar
     np.testing.assert_array_equal(hs[:, 2], cross_sectional_transform(compute_features(first, fund, secs))
                                   .iloc[:, cols].to_numpy().astype(np.float32))
+    small = run_stream(list(bar_records(bars)), fund, secs,
+                       config=PipelineConfig(grace_s=1e9, history_always=True, history_len=4))[0]
+    g = small.history(names, cols, 10)            # a longer window than kept: the ring grows, rows survive
+    np.testing.assert_array_equal(g[:, -4:], h[:, -4:])
+    assert np.isnan(g[:, :-4]).all() and small.hist.shape[1] == 10
     plain = run_stream(list(bar_records(first)), fund, secs)[0]   # tree-only model: no history kept
     assert np.isnan(plain.history(names, cols, 3)).all()
