@@ -2,9 +2,10 @@
 #
 #   docker build -t technic-stream .
 #
-# Used by docker-compose.yml (services topics, train, worker, publisher). The deep-learning
-# extra (torch) is NOT installed: the streaming scorer needs numpy/pandas/lightgbm/xgboost,
-# faust-streaming and aiokafka only.
+# Used by docker-compose.yml (services topics, train, worker, publisher). Build arg EXTRAS:
+# "" (default) serves tree-only bundles (numpy/pandas/lightgbm/xgboost, faust-streaming,
+# aiokafka); "[deep]" adds the CPU torch pin needed to serve bundles with LSTM/Transformer
+# models (docker build --build-arg EXTRAS=[deep]; the pinned wheel must be reachable).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,7 +22,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY technic ./technic
 COPY stream ./stream
-RUN pip install .
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS}"
 
 # JSON Schemas of the topic payloads: stream/codecs.py looks next to the package, which is
 # site-packages after a non-editable install, so point it at the copy here explicitly.
