@@ -55,21 +55,18 @@ def stop_process(proc: subprocess.Popen | None, timeout_s: float = 30.0) -> None
 
 
 def expected_scores(bars, fund, secs, scorer) -> dict[tuple[str, str], dict[int, float]]:
-    """Batch path: features for the whole panel, then the model one timestamp at a time."""
+    """Batch path: features for the whole panel, then the model one timestamp at a time
+    (``score_panel``: with the per-symbol normalized history when the bundle has sequence models)."""
     from technic.features.batch import compute_features
-    from technic.features.panel import date_slices
+    from technic.models.scoring import score_panel
     from .pipeline import ts_string
-    F = compute_features(bars, fund, secs)
-    X = F[list(scorer.feature_names)].to_numpy(np.float64)
-    dates = F.index.get_level_values("date").to_numpy()
-    syms = F.index.get_level_values("symbol").to_numpy()
-    out = {}
-    for a, z in date_slices(dates):
-        s = scorer.score(np.ascontiguousarray(X[a:z]))
-        ts = ts_string(int(dates[a].astype("datetime64[ns]").astype(np.int64)))
-        for i in range(a, z):
-            out[(syms[i], ts)] = {h: float(s[h][i - a]) for h in scorer.horizons}
-    return out
+    S = score_panel(compute_features(bars, fund, secs), scorer)
+    ns = S.index.get_level_values("date").to_numpy().astype("datetime64[ns]").astype(np.int64)
+    syms = S.index.get_level_values("symbol").to_numpy()
+    cols = {h: S[f"score_{h}"].to_numpy() for h in scorer.horizons}
+    ts_cache: dict = {}
+    return {(syms[i], ts_cache.setdefault(ns[i], ts_string(int(ns[i])))): {h: float(cols[h][i]) for h in cols}
+            for i in range(len(S))}
 
 
 def compare_scores(expected: dict, received: list[dict]) -> dict:
