@@ -161,7 +161,7 @@ def test_cli_bad_input_is_a_clear_error_without_traceback(tmp_path):
 def test_params_file_overrides_config_and_flags_override_the_file(tmp_path):
     from technic.commands.research import make_config
     f = tmp_path / "best_params.json"
-    f.write_text('{"model": "lgbm", "horizon": 5, "best_value": 0.02, '
+    f.write_text('{"study_name": "technic-lgbm-h5", "model": "lgbm", "best_value": 0.02, "params": {}, '
                  '"model_params": {"lgbm": {"num_leaves": 15}}, "deep_params": {"hidden": 16}, "stack_folds": 4}')
     cfg = make_config([5], "lgbm,lstm,stack", f)
     assert cfg.model_params == {"lgbm": {"num_leaves": 15}} and cfg.deep_params == {"hidden": 16}

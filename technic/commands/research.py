@@ -71,12 +71,12 @@ def _progress(total: int, desc: str):
 
 PARAM_KEYS = ("model_params", "deep_params", "selector_params", "win_prob_params", "deep_preset", "stack_alpha",
               "stack_positive", "stack_folds", "n_estimators", "early_stopping_rounds")
-HPO_INFO_KEYS = ("model", "horizon", "best_value", "holdout_rank_ic", "default_holdout_rank_ic", "n_trials",
-                 "n_pruned", "study_name", "objective")
 
 
 def load_params(path: Optional[Path]) -> dict:
-    """BacktestConfig overrides from a JSON file (e.g. ``technic hpo``'s best_params.json)."""
+    """BacktestConfig overrides from a JSON file: only the ``PARAM_KEYS``. A ``technic hpo``
+    best_params.json (it has ``study_name``) also carries its search report, which is skipped;
+    any other file with an unknown key is refused (a typo must not be silently ignored)."""
     if path is None:
         return {}
     try:
@@ -85,7 +85,7 @@ def load_params(path: Optional[Path]) -> dict:
         raise TechnicError(f"--params {path}: cannot read JSON: {e}") from None
     if not isinstance(doc, dict):
         raise TechnicError(f"--params {path}: expected a JSON object")
-    bad = [k for k in doc if k not in PARAM_KEYS and k not in HPO_INFO_KEYS]
+    bad = [] if "study_name" in doc else [k for k in doc if k not in PARAM_KEYS]
     if bad:
         raise TechnicError(f"--params {path}: unknown key(s) {bad}; allowed: {', '.join(PARAM_KEYS)}")
     return {k: doc[k] for k in PARAM_KEYS if k in doc}
