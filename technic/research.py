@@ -321,6 +321,7 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
             if fit["stacker"] is not None:
                 preds["stack"][te] = fit["stacker"].predict(P)
                 row["stack_coef"] = dict(zip(cfg.base_models, fit["stacker"].coef_.round(6).tolist()))
+                row["stack_fallback"] = fit["stacker"].fallback_
             if fit["win_prob"] is not None:
                 pr = fit["win_prob"].predict_proba(np.hstack([A, P]))
                 for t, p in pr.items():

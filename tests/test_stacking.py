@@ -80,3 +80,15 @@ def test_walk_forward_with_stack_is_deterministic():
     assert pa.notna().all() and np.array_equal(pa.to_numpy(), pb.to_numpy())
     assert all("stack_coef" in r for r in a["folds"])
     assert "ensemble" in a["horizons"][5]["models"]
+
+
+def test_all_zero_nonnegative_weights_fall_back_to_equal_weight():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=400)
+    P = np.column_stack([-y + rng.normal(scale=0.1, size=400), -2 * y])   # both anti-correlated
+    s = RidgeStacker(alpha=1.0, positive=True).fit(P, y)
+    assert s.fallback_ == "equal_weight"
+    np.testing.assert_array_equal(s.predict(P), P.mean(axis=1))
+    back = RidgeStacker.from_dict(s.to_dict())
+    assert back.fallback_ == "equal_weight" and np.array_equal(back.predict(P), s.predict(P))
+    assert RidgeStacker(positive=False).fit(P, y).fallback_ is None      # signed weights: a real fit

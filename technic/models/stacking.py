@@ -61,7 +61,14 @@ def oof_predictions(make_models: Callable[[int], dict], A: np.ndarray, y: np.nda
 
 
 class RidgeStacker:
-    """Ridge meta-learner over base-model predictions (``positive=True``: non-negative weights)."""
+    """Ridge meta-learner over base-model predictions (``positive=True``: non-negative weights).
+
+    Degenerate fit: when every weight comes out 0 (with non-negative weights this happens when
+    no base model's out-of-fold predictions correlate positively with the target), the Ridge
+    would score every symbol the same constant -- no ranking at all. The stacker then falls back
+    to the equal-weight average of the base models and says so (``fallback_ = "equal_weight"``),
+    which is what the stack is compared against anyway.
+    """
 
     def __init__(self, alpha: float = 1.0, positive: bool = True):
         self.alpha = alpha
@@ -74,6 +81,11 @@ class RidgeStacker:
         r = Ridge(alpha=self.alpha, positive=self.positive).fit(P[ok], y[ok])
         self.coef_ = np.asarray(r.coef_, float)
         self.intercept_ = float(r.intercept_)
+        self.fallback_ = None
+        if not np.any(self.coef_ != 0):
+            self.coef_ = np.full(P.shape[1], 1.0 / P.shape[1])
+            self.intercept_ = 0.0
+            self.fallback_ = "equal_weight"
         return self
 
     def predict(self, P) -> np.ndarray:
@@ -81,12 +93,13 @@ class RidgeStacker:
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "positive": self.positive, "coef": self.coef_.tolist(),
-                "intercept": self.intercept_}
+                "intercept": self.intercept_, "fallback": self.fallback_}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RidgeStacker":
         s = cls(d["alpha"], d["positive"])
         s.coef_, s.intercept_ = np.asarray(d["coef"], float), float(d["intercept"])
+        s.fallback_ = d.get("fallback")
         return s
 
 
