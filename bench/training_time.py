@@ -66,23 +66,25 @@ def main(argv=None) -> dict:
     inputs = model_inputs(Xn, feats_sel, tr, cfg)
     inputs_s = time.perf_counter() - t0
     Y = np.column_stack([target, aux])
-    base_s = None
+    base_s, raw = None, {}
     for name, m in _make_base(cfg, 5, cfg.seed).items():
         deep = name in ("lstm", "transformer")
         t0 = time.perf_counter()
         m.fit(inputs[name], Y[tr] if deep else target[tr], dates[tr])
         fit_s = time.perf_counter() - t0
         base_s = fit_s if name == "lgbm" else base_s
+        raw[name] = fit_s
         used = min(len(tr), m.config["max_rows"]) if deep else len(tr)
         rows.append({"step": f"fit {name}" + (f" ({args.deep_preset} preset: hidden {m.config['hidden']}, "
                                               f"seq_len {m.config['seq_len']})" if deep else ""),
                      "fit_s": round(fit_s, 1), "rows": used,
-                     "iterations": int(m.best_iteration_), "unit": "epochs" if deep else "trees",
+                     "iterations": int(m.best_iteration_), "unit": "best epoch" if deep else "trees",
+                     "epochs_run": len(m.history_) if deep else None,
                      "us_per_row": round(fit_s / used * 1e6, 1)})
         print(rows[-1], flush=True)
-    for r in rows[1:]:
+    for r, name in zip(rows[1:], raw):
         if base_s:
-            r["x_lgbm_time"] = round(r["fit_s"] / base_s, 2)
+            r["x_lgbm_time"] = round(raw[name] / base_s, 2)
     meta = {"command": "python bench/training_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "data": f"{bars['symbol'].nunique()} symbols, {len(feats):,} feature rows, {n_labelled:,} labelled "
                     f"(h=5); features + labels + transform {prep_s:.0f} s (cache {args.cache_dir})",

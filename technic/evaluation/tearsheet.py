@@ -230,7 +230,7 @@ def _ensemble_sections(results: dict, doc: dict) -> list[str]:
     fit = (results.get("timing") or {}).get("fit_s_by_model") or {}
     if fit:
         body.append("<h2>Fit time</h2><p class='note'>Seconds summed over all walk-forward folds and horizons "
-                    "(oof_base = the inner-fold refits that feed the stack and the meta-model).</p>")
+                    "(oof_base = the inner-fold refits that feed the stack and the meta-model; stack includes oof_base).</p>")
         body.append(_table({k: {"seconds": round(v, 1)} for k, v in fit.items()}, ["seconds"], "step"))
     return body
 
