@@ -50,6 +50,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", default="lgbm,xgb,lstm,transformer,stack")
     ap.add_argument("--deep-preset", default="small")
     ap.add_argument("--deep-rows", type=int, default=20_000)
+    ap.add_argument("--test-days", type=int, default=126, help="walk-forward test block of the training run")
+    ap.add_argument("--threads", default="1,2", help="scorer thread counts to time (LightGBM/XGBoost/torch)")
     args = ap.parse_args(argv)
 
     files = dev_files(data_dir())
@@ -57,7 +59,7 @@ def main(argv=None) -> dict:
     dates = np.sort(bars["date"].unique())
     syms = sorted(bars["symbol"].unique())[: args.train_symbols]
     train = bars[bars["symbol"].isin(syms) & (bars["date"] <= dates[args.train_days - 1])]
-    cfg = BacktestConfig(horizons=(5, 10), models=tuple(args.models.split(",")), test_days=126, k_features=30,
+    cfg = BacktestConfig(horizons=(5, 10), models=tuple(args.models.split(",")), test_days=args.test_days, k_features=30,
                          max_train_rows=60_000, n_estimators=200, early_stopping_rounds=25, stack_folds=2,
                          deep_preset=args.deep_preset, deep_params={"max_rows": args.deep_rows, "epochs": 3})
     reg = Path(tempfile.mkdtemp(prefix="technic-lat-")) / "registry"
@@ -67,6 +69,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     scorer = load_scorer(reg)
     load_s = time.perf_counter() - t0
+    version = scorer.version
 
     recent = bars[bars["date"] >= dates[-300]]
     F = compute_features(recent, fund, secs)
@@ -87,13 +90,29 @@ def main(argv=None) -> dict:
             out.append(time.perf_counter() - t)
         return out
 
-    rows = [{"call": f"predict(X, history, top_k=5) for {k} symbols: scores {list(scorer.horizons)} + win prob + "
-                     f"top-5 contributions", **_pcts(timed(lambda: scorer.predict(X, H, 5))), "target": "p99 < 20 ms"},
-            {"call": f"score(X, history) for {k} symbols", **_pcts(timed(lambda: scorer.score(X, H)))}]
-    rows[0]["ok"] = rows[0]["p99_ms"] < 20
-    rows.append({"call": f"contributions(X, top_k=5) for {k} symbols", **_pcts(timed(lambda: scorer.contributions(X, 5)))})
-    if callable(getattr(scorer, "win_prob", None)):
-        rows.append({"call": f"win_prob(X, history) for {k} symbols", **_pcts(timed(lambda: scorer.win_prob(X, H)))})
+    from technic.models.scoring import scorer_from_version
+    from technic.registry import Registry
+    rows = []
+    for n_threads in [int(x) for x in args.threads.split(",")]:
+        scorer = scorer_from_version(Registry(reg).load(version), n_threads)
+        part = [{"call": f"predict(X, history, top_k=5) for {k} symbols: scores {list(scorer.horizons)} + win prob "
+                         f"+ top-5 contributions", **_pcts(timed(lambda: scorer.predict(X, H, 5))),
+                 "target": "p99 < 20 ms"},
+                {"call": f"predict(X, history, top_k=0): scores + win prob, no contributions",
+                 **_pcts(timed(lambda: scorer.predict(X, H, 0)))},
+                {"call": f"score(X, history) for {k} symbols", **_pcts(timed(lambda: scorer.score(X, H)))}]
+        part[0]["ok"] = part[0]["p99_ms"] < 20
+        part.append({"call": f"contributions(X, top_k=5) for {k} symbols",
+                     **_pcts(timed(lambda: scorer.contributions(X, 5)))})
+        for name, m, cols in scorer._models[scorer.horizons[0]]:
+            Zc = scorer.normalize(X)[:, cols]
+            if name in ("lstm", "transformer"):
+                from technic.models.scoring import sequence_input
+                S = sequence_input(H, m.seq_len, cols)
+                part.append({"call": f"one base model: {name}.predict ({k} windows)", **_pcts(timed(lambda: m.predict(S)))})
+            else:
+                part.append({"call": f"one base model: {name}.predict ({k} rows)", **_pcts(timed(lambda: m.predict(Zc)))})
+        rows += [{"threads": n_threads, **r} for r in part]
     meta = {"command": "python bench/scoring_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "model": f"{scorer!r}: {args.models} (+ win-prob meta-model), deep preset {args.deep_preset}, trained on "
                      f"{len(syms)} symbols x {args.train_days} days in {train_s:.0f} s; {len(scorer.feature_names)} "

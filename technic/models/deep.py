@@ -62,9 +62,10 @@ def build_sequences(X: np.ndarray, symbols: np.ndarray, rows: np.ndarray, seq_le
     return out
 
 
-def _torch():
+def _torch(n_threads: int | None = None):
     import torch
-    torch.set_num_threads(2)
+    if n_threads is not None and torch.get_num_threads() != n_threads:
+        torch.set_num_threads(n_threads)
     torch.use_deterministic_algorithms(True)
     return torch
 
@@ -97,9 +98,25 @@ def _net(kind: str, n_in: int, n_out: int, cfg: dict):
             self.head = nn.Linear(d, n_out)
 
         def forward(self, x):
-            return self.head(self.enc(self.inp(x) + self.pos)[:, -1])
+            h = self.inp(x) + self.pos
+            layers = self.enc.layers
+            for layer in layers[:-1]:
+                h = layer(h)
+            return self.head(last_token_layer(layers[-1], h))
 
     return {"lstm": LSTMNet, "transformer": TransformerNet}[kind]()
+
+
+def last_token_layer(layer, h):
+    """``layer(h)[:, -1]`` of a post-norm ``nn.TransformerEncoderLayer`` computing only the last
+    position: its query attends over every position, and the feed-forward block runs on one token
+    per window instead of seq_len. The same function in training and serving; ~seq_len times less
+    work in the last layer (the model reads only the last position's output)."""
+    q = h[:, -1:, :]
+    a = layer.self_attn(q, h, h, need_weights=False)[0]
+    z = layer.norm1(q + layer.dropout1(a))
+    z = layer.norm2(z + layer._ff_block(z))
+    return z[:, 0]
 
 
 class DeepModel:
@@ -124,7 +141,7 @@ class DeepModel:
         return {**PRESETS[self.preset], **self.overrides}
 
     def fit(self, S, y, dates=None):
-        torch = _torch()
+        torch = _torch(self.n_threads)
         cfg = self.config
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
@@ -176,11 +193,11 @@ class DeepModel:
         return self
 
     @staticmethod
-    def _predict(net, S, batch: int = 4096) -> np.ndarray:
-        torch = _torch()
+    def _predict(net, S, batch: int = 4096, n_threads: int | None = None) -> np.ndarray:
+        torch = _torch(n_threads)
         net.eval()
         out = []
-        with torch.no_grad():
+        with torch.inference_mode():
             for b in range(0, len(S), batch):
                 out.append(net(torch.from_numpy(np.asarray(S[b:b + batch], dtype=np.float32))).numpy())
         return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
@@ -190,10 +207,10 @@ class DeepModel:
         return int(self.config["seq_len"])
 
     def predict(self, S, head: int = 0) -> np.ndarray:
-        return self._predict(self.net_, S)[:, head].astype(np.float64)
+        return self._predict(self.net_, S, n_threads=self.n_threads)[:, head].astype(np.float64)
 
     def predict_all(self, S) -> np.ndarray:
-        return self._predict(self.net_, S).astype(np.float64)
+        return self._predict(self.net_, S, n_threads=self.n_threads).astype(np.float64)
 
     def to_files(self, prefix: str) -> dict[str, bytes]:
         torch = _torch()
@@ -204,10 +221,10 @@ class DeepModel:
         return {f"{prefix}.pt": buf.getvalue(), f"{prefix}_config.json": json.dumps(conf).encode()}
 
     @classmethod
-    def from_files(cls, read, prefix: str) -> "DeepModel":
+    def from_files(cls, read, prefix: str, n_threads: int = 2) -> "DeepModel":
         torch = _torch()
         conf = json.loads(read(f"{prefix}_config.json"))
-        m = cls(conf["kind"], conf["preset"], seed=conf["seed"], **conf["config"])
+        m = cls(conf["kind"], conf["preset"], seed=conf["seed"], n_threads=n_threads, **conf["config"])
         m.n_in_, m.n_out_ = conf["n_in"], conf["n_out"]
         m.net_ = _net(m.kind, m.n_in_, m.n_out_, m.config)
         m.net_.load_state_dict(torch.load(io.BytesIO(read(f"{prefix}.pt")), weights_only=True))

@@ -251,7 +251,7 @@ def _load_entry(loaded, e: dict, n_threads: int):
     if e["kind"] in DEEP_NAMES:
         from .deep import DeepModel
         try:
-            return DeepModel.from_files(loaded.read_bytes, e["prefix"])
+            return DeepModel.from_files(loaded.read_bytes, e["prefix"], n_threads)
         except ImportError as err:
             raise RegistryError(f"{loaded.version} has a {e['kind']} model: install torch "
                                 f"(pip install 'technic[deep]')") from err
