@@ -12,6 +12,7 @@ the network sizes (`--deep-preset`), not on the rows they were fitted on.
 Writes bench/results/scoring_latency[_<preset>].{json,md}.
 
     python bench/scoring_latency.py [--models lgbm,xgb,lstm,transformer,stack] [--deep-preset small|seed]
+    python bench/scoring_latency.py --models lgbm,xgb,stack --name scoring_latency_trees
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--deep-rows", type=int, default=20_000)
     ap.add_argument("--test-days", type=int, default=126, help="walk-forward test block of the training run")
     ap.add_argument("--threads", default="1,2", help="scorer thread counts to time (LightGBM/XGBoost/torch)")
+    ap.add_argument("--name", default=None, help="results name (default scoring_latency[_<preset>])")
     args = ap.parse_args(argv)
 
     files = dev_files(data_dir())
@@ -121,7 +123,8 @@ def main(argv=None) -> dict:
             "load_scorer_s": round(load_s, 3), "symbols_scored": k, "repeats": args.repeats}
     from bench.common import environment
     meta["environment"] = environment()
-    write_results("scoring_latency" + ("" if args.deep_preset == "small" else f"_{args.deep_preset}"), rows, meta)
+    write_results(args.name or ("scoring_latency" + ("" if args.deep_preset == "small" else f"_{args.deep_preset}")),
+                  rows, meta)
     for r in rows:
         print(r)
     return {"rows": rows, "meta": meta}
