@@ -151,7 +151,9 @@ def train(bars, fundamentals, securities, symbols, start, end, horizon, models, 
     res = train_and_register(b, f, s, registry_root=_registry_root(registry), cfg=cfg, end=end,
                              promote_if_empty=bootstrap, cache_dir=cache_dir)
     m = res["metrics"]
-    print(f"registered {res['version']} ({'promoted' if res['promoted'] else 'rejected'}): "
+    status = ("promoted" if res["gate"]["passed"] else "promoted by --bootstrap although the gate failed"
+              ) if res["promoted"] else "rejected"
+    print(f"registered {res['version']} ({status}): "
           f"rank_ic_mean {m.get('rank_ic_mean')}, nw t {m.get('rank_ic_nw_tstat')}")
     for r in res["gate"]["reasons"]:
         print(f"  gate: {r}")
