@@ -165,6 +165,7 @@ class WalkForwardObjective:
         Xn = cross_sectional_transform(self.features)
         self.Xn = pd.concat([Xn, regime_columns(self.features)], axis=1) if self.cfg.regime else Xn
         self.target = cross_sectional_target(self.excess).to_numpy()
+        self._selected: dict = {}  # per (fold, seed): the selected features, reused by every trial
 
     def _split(self, **kw) -> WalkForwardSplit:
         c = self.cfg
@@ -175,7 +176,10 @@ class WalkForwardObjective:
     def fold_ic(self, params: dict, train_idx: np.ndarray, test_idx: np.ndarray, seed: int) -> pd.Series:
         """Daily RankIC of the model fitted with ``params`` on ``train_idx``, on the ``test_idx`` dates."""
         cfg = with_params(self.cfg, self.model, self.horizon, params)
-        fit = fit_fold_ensemble(self.Xn, self.target, self.dates, train_idx, cfg, self.horizon, seed)
+        key = (int(train_idx[0]), int(train_idx[-1]), len(train_idx), seed)  # selection: same fold + seed
+        fit = fit_fold_ensemble(self.Xn, self.target, self.dates, train_idx, cfg, self.horizon, seed,
+                                features=self._selected.get(key))
+        self._selected[key] = fit["features"]
         pred = fit["models"][self.model].predict(model_inputs(self.Xn, fit["features"], test_idx, cfg)[self.model])
         pred = pd.Series(pred, index=self.features.index[test_idx])
         return M.daily_ic(pred, self.excess.iloc[test_idx], "spearman")

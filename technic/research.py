@@ -168,7 +168,7 @@ def model_inputs(Xn: pd.DataFrame, feats: list[str], rows: np.ndarray, cfg: Back
 
 def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, train_idx: np.ndarray,
                       cfg: BacktestConfig, horizon: int, seed: int, excess: np.ndarray | None = None,
-                      aux_targets: np.ndarray | None = None) -> dict:
+                      aux_targets: np.ndarray | None = None, features: list[str] | None = None) -> dict:
     """Select features, fit the base models and (if asked) the stacker and win-prob meta-model on one
     training fold. Returns {features, models, stacker, win_prob, rows, fit_s: {name: seconds}}.
 
@@ -176,6 +176,8 @@ def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, t
     (purged inner K-fold, purge = horizon, embargo = cfg.embargo_days), never on in-sample fits.
     ``aux_targets`` (n, H-1): the other horizons' targets, auxiliary outputs of the deep models'
     multi-horizon head (head 0 = ``target`` is the one predicted); trees ignore them.
+    ``features``: a feature list selected earlier on the SAME fold, rows and seed (e.g. by an earlier
+    call's ``["features"]``) to skip the selection; it does not depend on the models' parameters.
     """
     tr = train_idx[np.isfinite(target[train_idx])]
     tr = _subsample(tr, cfg.max_train_rows, seed)
@@ -186,7 +188,9 @@ def fit_fold_ensemble(Xn: pd.DataFrame, target: np.ndarray, dates: np.ndarray, t
     forced = [c for c in REGIME_FEATURES if c in Xtr.columns]  # regime columns bypass selection
     Xtr_sel = Xtr.drop(columns=forced) if forced else Xtr
     t0 = time.perf_counter()
-    if cfg.k_features:
+    if features is not None:
+        feats = [f for f in features if f not in forced]
+    elif cfg.k_features:
         sel = FeatureSelector(**{"k": cfg.k_features, "seed": seed, "n_threads": cfg.n_threads,
                                  **cfg.selector_params}).fit(Xtr_sel, target[tr])
         feats = list(sel.selected_)

@@ -157,3 +157,14 @@ def test_cli_bad_input_is_a_technic_error(tmp_path, extra, msg):
     r = CliRunner().invoke(app, ["hpo", "--bars", str(BARS), "--out", str(tmp_path / "o"), "--threads", "1", *extra])
     assert isinstance(r.exception, TechnicError), r.output
     assert msg in str(r.exception)
+
+
+def test_cached_feature_selection_gives_the_same_value_as_a_fresh_objective(data, obj):
+    """Trials reuse each fold's selected features (they do not depend on the model's parameters)."""
+    _, _, feats, labels = data
+    other = {**PARAMS, "num_leaves": 7, "learning_rate": 0.05}
+    obj(FixedTrial(PARAMS))                         # fills the cache
+    assert len(obj._selected) >= len(obj.folds)
+    cached = obj(FixedTrial(other))
+    fresh = WalkForwardObjective(feats, labels, tiny_cfg(), "lgbm", 5, holdout_days=HOLD)
+    assert cached == fresh(FixedTrial(other))
