@@ -97,12 +97,13 @@ class Scorer:
         """The per-timestamp cross-sectional transform the models were trained on (one timestamp's rows)."""
         return rank_gauss(np.asarray(X, dtype=np.float64), self.preprocess)
 
-    def _prepare(self, X, history=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _prepare(self, X, history=None, sequences: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(X, its normalized Z, checked history); ``sequences=False``: for tree-only work, no history."""
         X = np.asarray(X, dtype=np.float64)
         p = len(self.feature_names)
         if X.ndim != 2 or X.shape[1] != p:
             raise ValueError(f"X must have shape (k, {p}) in feature_names order, got {X.shape}")
-        if self.seq_len:
+        if self.seq_len and sequences:
             if history is None:
                 raise ValueError(f"{self.version} has sequence models: pass history of shape "
                                  f"(k, >= {self.seq_len}, {p}) (normalized rows, current row last)")
@@ -110,7 +111,7 @@ class Scorer:
             if history.ndim != 3 or history.shape[0] != len(X) or history.shape[1] < self.seq_len \
                     or history.shape[2] != p:
                 raise ValueError(f"history must have shape ({len(X)}, >= {self.seq_len}, {p}), got {history.shape}")
-        return X, rank_gauss(X, self.preprocess), (history if self.seq_len else None)
+        return X, rank_gauss(X, self.preprocess), (history if self.seq_len and sequences else None)
 
     def predict(self, X, history=None, top_k: int = 5) -> dict:
         """One timestamp in one pass: {"scores": {h: (k,)}, "win_prob": (k,) or None,
@@ -156,11 +157,8 @@ class Scorer:
         h = self.horizons[0] if horizon is None else int(horizon)
         if h not in self._models:
             raise ValueError(f"horizon {h} not in this model's horizons {self.horizons}")
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
-            raise ValueError(f"X must have shape (k, {len(self.feature_names)}) in feature_names order, "
-                             f"got {X.shape}")
-        return self._contributions(X, rank_gauss(X, self.preprocess), top_k, h)
+        X, Z, _ = self._prepare(X, sequences=False)
+        return self._contributions(X, Z, top_k, h)
 
     def _contributions(self, X, Z, top_k: int, h: int):
         C = np.zeros_like(Z)
