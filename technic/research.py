@@ -247,6 +247,16 @@ def horizon_targets(labels: pd.DataFrame, horizons, sectors: dict | None = None)
     return np.column_stack(cols) if cols else None
 
 
+def training_targets(labels: pd.DataFrame, cfg: BacktestConfig, sectors: dict | None = None) -> dict:
+    """{h: (target (n,), aux (n, H-1) or None)}: every horizon's training target computed once
+    (sector-neutral when ``cfg.sector_neutral``); ``aux`` = the other horizons' targets, the deep
+    models' auxiliary outputs (None without deep models or with a single horizon)."""
+    T = horizon_targets(labels, cfg.horizons, sectors if cfg.sector_neutral else None)
+    deep = any(n in DEEP_NAMES for n in cfg.base_models)
+    return {h: (T[:, j], np.delete(T, j, axis=1) if deep and T.shape[1] > 1 else None)
+            for j, h in enumerate(cfg.horizons)}
+
+
 def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig,
                  progress: Callable[[int], None] | None = None, sectors: dict | None = None) -> dict:
     """Run the walk-forward; return the tear-sheet ``results`` dict plus ``folds`` / ``selection``."""
@@ -284,12 +294,10 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConf
                                                                          "train_rows": 0, "predict_rows": 0}}
     results["timing"]["fit_s_by_model"] = {}
     results["win_prob"] = {}
+    targets = training_targets(labels, cfg, sectors)
     for h in cfg.horizons:
-        y_train = sector_neutral(labels[f"excess_{h}"], sectors) if cfg.sector_neutral else labels[f"excess_{h}"]
-        target = cross_sectional_target(y_train).to_numpy()
+        target, aux = targets[h]
         excess = labels[f"excess_{h}"].to_numpy(np.float64)
-        aux = (horizon_targets(labels, [g for g in cfg.horizons if g != h], sectors if cfg.sector_neutral else None)
-               if any(n in DEEP_NAMES for n in cfg.base_models) else None)
         preds = {name: np.full(len(features), np.nan) for name in cfg.models}
         probs = {}
         naive = {}

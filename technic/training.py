@@ -35,7 +35,7 @@ from .models.gbm import MODELS
 from .models.preprocess import cross_sectional_target, cross_sectional_transform
 from .models.scoring import SPEC_NAME
 from .research import (DEEP_NAMES, BacktestConfig, cached_features, data_hash, fit_fold_ensemble,
-                       horizon_targets, summarize_results, walk_forward)
+                       summarize_results, training_targets, walk_forward)
 
 DECILES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
@@ -70,20 +70,18 @@ def fit_final(features: pd.DataFrame, labels: pd.DataFrame, cfg: BacktestConfig,
     labels = labels.reindex(features.index)
     Xn = cross_sectional_transform(features)
     dates = features.index.get_level_values(0).to_numpy()
-    deep = any(m in DEEP_NAMES for m in cfg.base_models)
-    neutral = sectors if cfg.sector_neutral else None
+    targets = training_targets(labels, cfg, sectors)
     per_h = {}
     for h in cfg.horizons:
-        target = horizon_targets(labels, [h], neutral)[:, 0]
+        target, aux = targets[h]
         excess = labels[f"excess_{h}"].to_numpy(np.float64)
-        aux = horizon_targets(labels, [g for g in cfg.horizons if g != h], neutral) if deep else None
         per_h[h] = fit_fold_ensemble(Xn, target, dates, np.arange(len(features)), cfg, h, cfg.seed + 1000, excess,
                                      aux)
     order = {n: i for i, n in enumerate(features.columns)}
     names = sorted({f for r in per_h.values() for f in r["features"]}, key=order.get)
     pos = {n: i for i, n in enumerate(names)}
     spec = {"feature_names": names, "horizons": [int(h) for h in cfg.horizons], "preprocess": "gauss",
-            "models": {}, "regime": None, "training_target": "sector-neutral excess" if neutral else "excess"}
+            "models": {}, "regime": None, "training_target": "sector-neutral excess" if cfg.sector_neutral else "excess"}
     files = {}
     for h, r in per_h.items():
         feats, models = r["features"], r["models"]
