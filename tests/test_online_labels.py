@@ -64,7 +64,7 @@ def test_bounded_memory_and_exact_round_trip():
         closes = 100 + rng.normal(size=7)
         closes[3] = np.nan if t == 5 else closes[3]
         buf.push(t, syms, closes, pay)
-        assert len(buf) <= 7 * 5
+        assert len(buf) <= 7 * (4 + 1 + 1)          # max horizon + lag + 1 entries per symbol
     d = buf.to_dict()
     back = DelayedLabelBuffer.from_dict(json.loads(json.dumps(d)))
     assert json.dumps(back.to_dict()) == json.dumps(d)

@@ -36,22 +36,23 @@ def _reference():
 
 
 class Synthetic:
-    """k symbols; features N(0,1); next-bar return = sign * 1% * mom_21 + 1% noise."""
+    """k symbols; features N(0,1); the return of the bar after next (the first one a score published at
+    the close can trade: execution lag 1) = sign * 1% * mom_21 + 1% noise."""
 
     def __init__(self, seed=0):
         self.rng = np.random.default_rng(seed)
         self.close = np.full(K, 100.0)
         self.syms = [f"S{i:03d}" for i in range(K)]
-        self.prev = None
+        self.prev = self.prev2 = None
         self.t = 0
 
     def step(self, sign=1.0, shift=0.0):
         x = self.rng.normal(size=(K, len(FEATS)))
         x[:, 1] += shift
-        if self.prev is not None:
-            r = sign * 0.01 * self.prev[:, 0] + 0.01 * self.rng.normal(size=K)
+        if self.prev2 is not None:
+            r = sign * 0.01 * self.prev2[:, 0] + 0.01 * self.rng.normal(size=K)
             self.close = self.close * (1 + r)
-        self.prev = x
+        self.prev2, self.prev = self.prev, x
         self.t += 1
         full = np.full((K, len(R.FEATURE_NAMES)), np.nan)
         for j, f in enumerate(FEATS):

@@ -1,16 +1,16 @@
 """Delayed labels in the stream: join the prediction made at t with the return realized h bars later.
 
-Same convention as ``technic.labels`` (the batch labels): ``fwd_ret_h`` at (t, s) is
-``close[t+h] / close[t] - 1`` where t+h is the h-th next bar **of that symbol's own bar sequence**
-(a gap is skipped over), NaN when either close is NaN or non-positive; ``excess_h`` is ``fwd_ret_h``
+Same convention as ``technic.labels`` (the batch labels), execution lag included: ``fwd_ret_h`` at
+(t, s) is ``close[t+lag+h] / close[t+lag] - 1`` where t+k is the k-th next bar **of that symbol's own
+bar sequence** (a gap is skipped over), NaN when either close is NaN or non-positive; ``excess_h`` is ``fwd_ret_h``
 minus the cross-sectional median of the ``fwd_ret_h`` that mature together **for the same origin
 timestamp** (in a regular calendar all symbols of one origin mature in the same batch, which then
 equals the batch definition exactly).
 
-Per symbol the buffer keeps a ring of the last ``max(horizons) + 1`` entries
+Per symbol the buffer keeps a ring of the last ``max(horizons) + lag + 1`` entries
 ``(ts, close, payload)``; ``payload`` is any fixed-width float vector the caller wants joined with the
 label (the layer stores the batch scores, the online scores and the learner inputs). Memory is
-bounded by ``n_symbols * (max(h) + 1) * (payload width + 2)`` floats. State is plain JSON
+bounded by ``n_symbols * (max(h) + lag + 1) * (payload width + 2)`` floats. State is plain JSON
 (``to_dict`` / ``from_dict``; NaN is written as null), and the round trip is exact.
 """
 
@@ -20,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+from technic.labels import DEFAULT_LAG
 
 
 @dataclass
@@ -47,15 +49,16 @@ def _nan(x) -> float:
 class DelayedLabelBuffer:
     """Bounded per-symbol rings of (ts, close, payload); see module docstring."""
 
-    def __init__(self, horizons=(5, 10), width: int = 0):
+    def __init__(self, horizons=(5, 10), width: int = 0, lag: int = DEFAULT_LAG):
         hs = tuple(int(h) for h in horizons)
         if not hs or any(h < 1 for h in hs):
             raise ValueError(f"horizons must be positive bar counts, got {horizons!r}")
-        if width < 0:
-            raise ValueError(f"width must be >= 0, got {width!r}")
+        if width < 0 or lag < 0:
+            raise ValueError(f"width and lag must be >= 0, got {width!r}, {lag!r}")
         self.horizons = hs
         self.width = int(width)
-        self.size = max(hs) + 1
+        self.lag = int(lag)
+        self.size = max(hs) + self.lag + 1
         self._rings: dict[str, deque] = {}
 
     def __len__(self) -> int:
@@ -83,8 +86,9 @@ class DelayedLabelBuffer:
             ring.append((ts_ns, c, payload[i].copy()))
             n = len(ring)
             for h in self.horizons:
-                if n > h:
-                    t0, c0, p0 = ring[n - 1 - h]
+                if n > h + self.lag:
+                    t0, _, p0 = ring[n - 1 - h - self.lag]    # the origin: prediction made at its close
+                    c0 = ring[n - 1 - h][1]                   # the entry: lag bars later
                     r = c / c0 - 1.0 if c0 > 0 and c > 0 else float("nan")
                     g = got[h]
                     g[0].append(t0), g[1].append(s), g[2].append(r), g[3].append(p0)
@@ -107,13 +111,13 @@ class DelayedLabelBuffer:
 
     # -- state ------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"horizons": list(self.horizons), "width": self.width,
+        return {"horizons": list(self.horizons), "width": self.width, "lag": self.lag,
                 "rings": {s: [[t, _f(c), [_f(x) for x in p]] for t, c, p in ring]
                           for s, ring in self._rings.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DelayedLabelBuffer":
-        buf = cls(d["horizons"], d["width"])
+        buf = cls(d["horizons"], d["width"], d.get("lag", 0))
         for s, entries in d["rings"].items():
             ring = buf._rings[s] = deque(maxlen=buf.size)
             for t, c, p in entries:

@@ -47,6 +47,7 @@ from .learners import OnlineLearner
 class OnlineConfig:
     enabled: bool = True
     horizons: tuple = (5, 10)
+    lag: int = 1                         # execution lag of the realized labels (technic.labels)
     monitor_horizon: int | None = None   # detectors watch this horizon (default: the first)
     # the online learners + score_online: off by default, `technic online-eval` on the dev data found no
     # significant gain (see the module docstring); the drift monitoring runs either way
@@ -117,7 +118,7 @@ class OnlineLayer:
         self.hs = [int(h) for h in c.horizons if int(h) in [int(x) for x in scorer.horizons]]
         self.hm = int(c.monitor_horizon) if c.monitor_horizon in self.hs else (self.hs[0] if self.hs else None)
         m, H = len(self.features), len(self.hs)
-        self.buffer = DelayedLabelBuffer(self.hs or (1,), 2 * H + m)
+        self.buffer = DelayedLabelBuffer(self.hs or (1,), 2 * H + m, c.lag)
         self.learners = {h: OnlineLearner(["score"] + self.features, c.lr, c.l2) for h in self.hs}
         self.adwin_err = AdwinDetector(c.adwin_delta)
         self.adwin_ic = AdwinDetector(c.adwin_delta)
