@@ -214,7 +214,7 @@ def _p99(prev, cur) -> float | None:
 def train_registry(workdir: Path) -> Path:
     """A quick LightGBM model on the 40 x 2y fixture (a demo model, not a research claim)."""
     from technic.data import clean_bars, load_bars, load_securities
-    from technic.models.scoring import train_quick_model
+    from technic.training import train_quick_model
     reg = workdir / "registry"
     bars, _ = clean_bars(load_bars(FIX / "bars_40x2y.csv.gz"))
     train_quick_model(bars, None, load_securities(FIX / "securities_40.csv"), registry_root=reg)

@@ -417,7 +417,8 @@ def main(argv=None) -> dict:
     from stream.publisher import bar_records, fundamental_records
     from technic.commands.features import load_inputs
     from technic.data import sector_map
-    from technic.models.scoring import load_scorer, train_quick_model
+    from technic.models.scoring import load_scorer
+    from technic.training import train_quick_model
     from technic.paths import data_dir, dev_files
 
     files = dev_files(data_dir())

@@ -30,9 +30,11 @@ from bench.common import environment, write_results  # noqa: E402
 def main(argv=None) -> dict:
     from technic.commands.features import load_inputs
     from technic.labels import make_labels
-    from technic.models.preprocess import cross_sectional_transform
+    from technic.models.base import make_bases
+    from technic.models.ensemble import Ensemble, subsample
+    from technic.models.inputs import PanelInputs
     from technic.paths import data_dir, dev_files
-    from technic.research import BacktestConfig, _make_base, _subsample, cached_features, horizon_targets, model_inputs
+    from technic.research import BacktestConfig, cached_features, training_targets
     from technic.selection import FeatureSelector
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -48,26 +50,28 @@ def main(argv=None) -> dict:
     cfg = BacktestConfig(horizons=(5, 10), models=tuple(args.models.split(",")), deep_preset=args.deep_preset)
     t0 = time.perf_counter()
     feats = cached_features(bars, fund, secs, cache_dir=args.cache_dir).sort_index()
-    labels = make_labels(bars, cfg.horizons).reindex(feats.index)
-    Xn = cross_sectional_transform(feats)
+    labels = make_labels(bars, cfg.label_horizons, lag=cfg.lag).reindex(feats.index)
+    panel = PanelInputs(feats, factor_names=())
     prep_s = time.perf_counter() - t0
     dates = feats.index.get_level_values(0).to_numpy()
-    target, aux = horizon_targets(labels, [5])[:, 0], horizon_targets(labels, [10])
+    target, aux = training_targets(labels, cfg)[5]
     tr = np.flatnonzero(np.isfinite(target))
     n_labelled = len(tr)
-    tr = _subsample(tr, cfg.max_train_rows, cfg.seed)
+    tr = subsample(tr, cfg.max_train_rows, cfg.seed)
     t0 = time.perf_counter()
-    sel = FeatureSelector(k=cfg.k_features, seed=cfg.seed, n_threads=cfg.n_threads).fit(Xn.iloc[tr], target[tr])
+    sel = FeatureSelector(k=40, seed=cfg.seed, n_threads=cfg.n_threads).fit(panel.tabular_frame(tr), target[tr])
     sel_s = time.perf_counter() - t0
     feats_sel = list(sel.selected_)
-    rows = [{"step": "feature selection (MI + LightGBM + Lasso + correlation, k=40)", "fit_s": round(sel_s, 1),
-             "rows": len(tr)}]
+    rows = [{"step": "feature selection (MI + LightGBM + Lasso + correlation, k=40; off by default)",
+             "fit_s": round(sel_s, 1), "rows": len(tr)}]
     t0 = time.perf_counter()
-    inputs = model_inputs(Xn, feats_sel, tr, cfg)
+    e = Ensemble(cfg, 5, cfg.seed, cfg.purge(5))
+    e.features_ = feats_sel
+    inputs = e._inputs(panel, tr)
     inputs_s = time.perf_counter() - t0
-    Y = np.column_stack([target, aux])
+    Y = target if aux is None else np.column_stack([target, aux])
     base_s, raw = None, {}
-    for name, m in _make_base(cfg, 5, cfg.seed).items():
+    for name, m in make_bases(cfg, cfg.purge(5), cfg.seed).items():
         deep = name in ("lstm", "transformer")
         t0 = time.perf_counter()
         m.fit(inputs[name], Y[tr] if deep else target[tr], dates[tr])

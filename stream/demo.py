@@ -34,7 +34,7 @@ from .parity import _wait_http, stop_process
 
 
 def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> str:
-    from technic.models.scoring import train_quick_model
+    from technic.training import train_quick_model
     from technic.registry import Registry
     reg = Registry(registry)
     if reg.promoted():

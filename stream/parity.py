@@ -92,7 +92,8 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
                       timeout_s: float = 300.0, workdir: Path | None = None) -> dict:
     from technic.commands.features import load_inputs
     from technic.data import sector_map
-    from technic.models.scoring import load_scorer, train_quick_model
+    from technic.models.scoring import load_scorer
+    from technic.training import train_quick_model
     from technic.paths import data_dir, dev_files
 
     from .broker import EmbeddedBroker, free_port, resolve_bootstrap

@@ -50,6 +50,7 @@ import numpy as np
 from technic.errors import OrderError, RegistryError
 from technic.features import registry as R
 from technic.features.cross_section import cs_rank
+from technic.features.batch import sector_codes
 from technic.features.incremental import NAT, FeatureEngine, to_ns
 from technic.models.preprocess import rank_gauss
 
@@ -315,7 +316,8 @@ class ScoringPipeline:
         seq_len = int(getattr(scorer, "seq_len", 0) or 0)
         hist = self.history(names, cols, seq_len) if seq_len else None
         if hasattr(scorer, "predict"):  # the registry Scorer: scores, win prob, contributions in one pass
-            res = scorer.predict(X, history=hist, top_k=self.cfg.top_k)
+            res = scorer.predict(X, history=hist, top_k=self.cfg.top_k,
+                                 groups=sector_codes(names, self.engine.sectors))
             scores, win, contrib = res["scores"], res["win_prob"], res["contributions"]
         else:                           # a plain scorer object (score / contributions / win_prob)
             scores = scorer.score(X, history=hist) if seq_len else scorer.score(X)

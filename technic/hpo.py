@@ -1,8 +1,8 @@
 """Walk-forward hyper-parameter search (Optuna) for one model and one label horizon.
 
 Objective. A trial's parameters are scored by the same walk-forward as ``technic backtest``:
-for each fold of the SEARCH period, ``research.fit_fold_ensemble`` (feature selection + the one
-model, fitted inside the training fold, purge = horizon) and a prediction of the fold's test
+for each fold of the SEARCH period, a ``models.Ensemble`` of the one model (fitted inside the
+training fold, purge = horizon + lag, no blend) and a prediction of the fold's test
 block; the fold's score is its mean daily RankIC against ``excess_h`` (exactly the
 ``{model}_rank_ic`` of ``walk_forward``'s fold rows). The objective is the mean of the fold
 scores, minus ``std_penalty`` x their standard deviation (default 0). Folds weigh equally, so a
@@ -42,10 +42,13 @@ import pandas as pd
 
 from .errors import TechnicError
 from .evaluation import metrics as M
+from .models.deep import DEEP_NAMES
+from .models.ensemble import Ensemble
 from .models.gbm import LGBM_DEFAULTS, XGB_DEFAULTS
-from .models.preprocess import cross_sectional_target, cross_sectional_transform
-from .models.regime import regime_columns
-from .research import DEEP_NAMES, MIN_SYMBOLS, BacktestConfig, fit_fold_ensemble, model_inputs
+from .models.inputs import PanelInputs
+from .models.preprocess import cross_sectional_target
+from .models.regime import REGIME_FEATURES, regime_columns
+from .research import MIN_SYMBOLS, BacktestConfig
 from .validation import WalkForwardSplit
 
 HPO_MODELS = ("lgbm", "xgb", *DEEP_NAMES)
@@ -110,11 +113,12 @@ def default_params(model: str, cfg: BacktestConfig) -> dict:
 
 
 def with_params(cfg: BacktestConfig, model: str, horizon: int, params: dict) -> BacktestConfig:
-    """A copy of ``cfg`` for one model and one horizon with ``params`` applied."""
+    """A copy of ``cfg`` for one model (alone: no blend, no meta-model) and one horizon with ``params`` applied."""
+    one = dict(models=(model,), horizons=(horizon,), blend=False, win_prob=False)
     if model in DEEP_NAMES:
-        return replace(cfg, models=(model,), horizons=(horizon,), deep_params={**cfg.deep_params, **params})
+        return replace(cfg, **one, deep_params={**cfg.deep_params, **params})
     mp = {**cfg.model_params, model: {**cfg.model_params.get(model, {}), **params}}
-    return replace(cfg, models=(model,), horizons=(horizon,), model_params=mp)
+    return replace(cfg, **one, model_params=mp)
 
 
 def params_doc(cfg: BacktestConfig, model: str) -> dict:
@@ -162,26 +166,26 @@ class WalkForwardObjective:
         self.folds = list(split.split(dates=self.dates))
         self.fold_table = split.folds(dates=self.dates)
         self.holdout_fold = next(self._split(start=self.holdout_start, test_days=holdout_days).split(dates=self.dates))
-        Xn = cross_sectional_transform(self.features)
-        self.Xn = pd.concat([Xn, regime_columns(self.features)], axis=1) if self.cfg.regime else Xn
+        self.inputs = PanelInputs(self.features, factor_names=(),
+                                  passthrough=regime_columns(self.features) if self.cfg.regime else None)
+        self.forced = REGIME_FEATURES if self.cfg.regime else ()
         self.target = cross_sectional_target(self.excess).to_numpy()
         self._selected: dict = {}  # per (fold, seed): the selected features, reused by every trial
 
     def _split(self, **kw) -> WalkForwardSplit:
         c = self.cfg
         args = dict(train_days=c.train_days, min_train_days=c.min_train_days, test_days=c.test_days,
-                    purge_days=c.purge_days, embargo_days=c.embargo_days, horizon=self.horizon)
+                    purge_days=c.purge_days, embargo_days=c.embargo_days, horizon=c.purge_days)
         return WalkForwardSplit(**{**args, **kw})
 
     def fold_ic(self, params: dict, train_idx: np.ndarray, test_idx: np.ndarray, seed: int) -> pd.Series:
         """Daily RankIC of the model fitted with ``params`` on ``train_idx``, on the ``test_idx`` dates."""
         cfg = with_params(self.cfg, self.model, self.horizon, params)
         key = (int(train_idx[0]), int(train_idx[-1]), len(train_idx), seed)  # selection: same fold + seed
-        fit = fit_fold_ensemble(self.Xn, self.target, self.dates, train_idx, cfg, self.horizon, seed,
-                                features=self._selected.get(key))
-        self._selected[key] = fit["features"]
-        pred = fit["models"][self.model].predict(model_inputs(self.Xn, fit["features"], test_idx, cfg)[self.model])
-        pred = pd.Series(pred, index=self.features.index[test_idx])
+        e = Ensemble(cfg, self.horizon, seed, cfg.purge(self.horizon)).fit(
+            self.inputs, train_idx, self.target, features=self._selected.get(key), forced=self.forced)
+        self._selected[key] = e.features_
+        pred = pd.Series(e.predict(self.inputs, test_idx)[self.model], index=self.features.index[test_idx])
         return M.daily_ic(pred, self.excess.iloc[test_idx], "spearman")
 
     def fold_score(self, params: dict, i: int) -> float:

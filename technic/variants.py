@@ -34,8 +34,9 @@ from .errors import TechnicError
 from .evaluation import metrics as M
 from .evaluation.tearsheet import CSS, _table, to_jsonable
 from .labels import make_labels
+from .models.baselines import baseline_predictions
 from .models.regime import market_regime
-from .research import BacktestConfig, cached_features, walk_forward
+from .research import BacktestConfig, cached_features, make_split, walk_forward
 
 VARIANTS = {  # name -> (regime, sector_neutral)
     "base": (False, False),
@@ -51,10 +52,8 @@ RULE = (f"kept only if the daily-RankIC improvement over base has Newey-West t >
 
 
 def served_model(cfg: BacktestConfig) -> str:
-    """The prediction the system would serve: 'stack', else 'ensemble' (several base models), else the model."""
-    if "stack" in cfg.models:
-        return "stack"
-    return "ensemble" if len(cfg.base_models) > 1 else cfg.base_models[0]
+    """The prediction compared: the configuration's served model (``blend``, or the ML member)."""
+    return cfg.served
 
 
 def parse_variants(variants) -> tuple[str, ...]:
@@ -124,7 +123,7 @@ def _by_regime(ic: pd.Series, high: pd.Series) -> dict:
 
 
 def compare_variants(bars, fundamentals, securities, cfg: BacktestConfig,
-                     variants=tuple(VARIANTS), out_dir=None, cache_dir=None, progress=None) -> dict:
+                     variants=tuple(VARIANTS), out_dir=None, cache_dir=None, progress=None, universe=None) -> dict:
     """Run every variant on the same folds; write comparison.json/.md/.html to ``out_dir``; return the doc.
 
     ``securities`` is the securities frame or a {symbol: sector} dict (needed by sector-neutral variants).
@@ -133,7 +132,6 @@ def compare_variants(bars, fundamentals, securities, cfg: BacktestConfig,
     (not written): per variant and horizon, the served prediction, the daily RankIC and the labels.
     """
     from .data import sector_map
-    from .validation import WalkForwardSplit
     names = parse_variants(variants)
     cfg.check()
     sectors = sector_map(securities) if isinstance(securities, pd.DataFrame) else securities
@@ -143,14 +141,11 @@ def compare_variants(bars, fundamentals, securities, cfg: BacktestConfig,
     served = served_model(cfg)
     t0 = time.perf_counter()
     feats = cached_features(bars, fundamentals, securities, None, cache_dir=cache_dir)
-    labels = make_labels(bars, cfg.horizons)
+    labels = make_labels(bars, cfg.label_horizons, lag=cfg.lag)
     t_feat = time.perf_counter() - t0
     high = market_regime(feats)["regime_high_vol"]
     try:
-        n_folds = WalkForwardSplit(min_train_days=cfg.min_train_days, test_days=cfg.test_days,
-                                   train_days=cfg.train_days, purge_days=cfg.purge_days,
-                                   embargo_days=cfg.embargo_days, horizon=cfg.purge_days
-                                   ).get_n_splits(dates=feats.index.get_level_values(0))
+        n_folds = make_split(cfg).get_n_splits(dates=feats.index.get_level_values(0))
     except ValueError:
         n_folds = 0  # walk_forward raises the user-facing error
     raw, baselines, timing, test_dates = {}, {}, {}, {}
@@ -159,19 +154,21 @@ def compare_variants(bars, fundamentals, securities, cfg: BacktestConfig,
         t1 = time.perf_counter()
         if progress is not None:
             with progress(n_folds * len(cfg.horizons), f"variant {name}") as tick:
-                res = walk_forward(feats, labels, vcfg, tick, sectors=sectors)
+                res = walk_forward(feats, labels, vcfg, sectors, universe, tick)
         else:
-            res = walk_forward(feats, labels, vcfg, sectors=sectors)
+            res = walk_forward(feats, labels, vcfg, sectors, universe)
         timing[name] = round(time.perf_counter() - t1, 1)
         test_dates[name] = [(r["test_start"], r["test_end"]) for r in res["folds"]]
-        for h, hres in res["horizons"].items():
-            pred, lab = hres["models"][served]["pred"], hres["labels"]
+        base_pred = baseline_predictions(feats)
+        for h, frame in res["predictions"].items():
+            lab = labels.reindex(frame.index)[[f"fwd_ret_{h}", f"excess_{h}"]]
+            pred = frame[served]
             raw.setdefault(h, {})[name] = {"pred": pred, "labels": lab,
                                            "rank_ic": M.daily_ic(pred, lab[f"excess_{h}"], "spearman"),
                                            "metrics": M.summarize(pred, lab, int(h), cfg.cost_bps)}
             if name == "base":
-                baselines[h] = {b: M.summarize(e["pred"], lab, int(h), cfg.cost_bps)
-                                for b, e in hres["baselines"].items() if e["pred"] is not None}
+                baselines[h] = {b: M.summarize(p.reindex(frame.index), lab, int(h), cfg.cost_bps)
+                                for b, p in base_pred.items()}
         del res
     if len({tuple(v) for v in test_dates.values()}) != 1:  # guard: the paired test needs identical folds
         raise TechnicError(f"variants ran on different folds: {test_dates}")

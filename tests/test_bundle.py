@@ -1,6 +1,6 @@
-"""The ensemble bundle: LightGBM + XGBoost + LSTM + Transformer, Ridge stack and win-probability
-meta-model trained, registered as one checksummed version, loaded and scored -- against an
-independent recomputation, and the stream pipeline against the batch path on the same data."""
+"""The ensemble bundle: LightGBM + XGBoost + LSTM + Transformer, Ridge stack, factor blend and
+win-probability meta-model trained, registered as one checksummed version, loaded and scored --
+against an independent recomputation, and the stream pipeline against the batch path on the same data."""
 
 import json
 from pathlib import Path
@@ -15,7 +15,7 @@ from stream.models import ModelSource  # noqa: E402
 from stream.pipeline import PipelineConfig, ScoringPipeline  # noqa: E402
 from stream.publisher import bar_records  # noqa: E402
 from technic.data import clean_bars, load_bars, load_securities, sector_map  # noqa: E402
-from technic.features.batch import compute_features  # noqa: E402
+from technic.features.batch import compute_features, sector_codes  # noqa: E402
 from technic.models.preprocess import cross_sectional_transform  # noqa: E402
 from technic.models.scoring import load_scorer, score_panel  # noqa: E402
 from technic.registry import Registry  # noqa: E402
@@ -32,7 +32,7 @@ def bundle(tmp_path_factory):
     sec = load_securities(FIX / "securities_40.csv")
     cfg = BacktestConfig(horizons=(5, 10), models=("lgbm", "xgb", "lstm", "transformer", "stack"),
                          test_days=120, min_train_days=250, k_features=8, max_train_rows=4000, n_estimators=20,
-                         early_stopping_rounds=5, shap_rows=50, n_threads=1, stack_folds=2,
+                         shap_rows=50, n_threads=1, stack_folds=2, null=False,
                          selector_params={"sample_rows": 1500, "mi_rows": 400},
                          model_params={"lgbm": {"min_data_in_leaf": 100}},
                          deep_params={"seq_len": L, "hidden": 8, "heads": 2, "epochs": 2, "max_rows": 2000})
@@ -47,16 +47,16 @@ def test_bundle_holds_every_part_of_the_ensemble(bundle):
     doc = Registry(root).show(version)
     files = set(doc["files"])
     for h in (5, 10):
-        assert {f"model_h{h}_lgbm.txt", f"model_h{h}_xgb.json", f"model_h{h}_lstm.pt",
-                f"model_h{h}_lstm_config.json", f"model_h{h}_transformer.pt",
-                f"model_h{h}_transformer_config.json"} <= files
-        assert any(f.startswith(f"meta_h{h}") for f in files)
+        assert {f"h{h}_lgbm.txt", f"h{h}_xgb.json", f"h{h}_lstm.pt", f"h{h}_lstm_config.json",
+                f"h{h}_transformer.pt", f"h{h}_transformer_config.json"} <= files
+        assert any(f.startswith(f"h{h}_meta") for f in files)
     spec = json.loads(Registry(root).load(version).read_bytes("scorer.json"))
-    assert spec["stack"]["5"]["models"] == ["lgbm", "xgb", "lstm", "transformer"]
-    assert spec["regime"] is None and spec["win_prob"]["5"]["models"] == ["lgbm", "xgb", "lstm", "transformer"]
-    lstm = next(e for e in spec["models"]["5"] if e["kind"] == "lstm")
+    e5 = spec["ensembles"]["5"]
+    assert e5["stack"]["models"] == ["lgbm", "xgb", "lstm", "transformer"] and e5["served"] == "blend"
+    assert spec["regime"] is None and e5["win_prob"]["prefix"] == "h5_meta" and "w" in e5["blend"]
+    lstm = next(e for e in e5["models"] if e["kind"] == "lstm")
     assert lstm["seq_len"] == L and lstm["head"] == 0 and lstm["params"]["hidden"] == 8
-    assert set(doc["final_fit_s_by_model"]["5"]) >= {"lgbm", "xgb", "lstm", "transformer", "stack", "win_prob"}
+    assert set(doc["ensembles"]["5"]["fit_s"]) >= {"lgbm", "xgb", "lstm", "transformer", "oof_base", "win_prob"}
     s = load_scorer(root, version)
     assert s.seq_len == L and callable(s.win_prob)
 
@@ -71,32 +71,43 @@ def _oracle_windows(Z: pd.DataFrame, feats: list[str], day) -> np.ndarray:
     return np.stack(out)
 
 
+def _z(x):
+    return (x - x.mean()) / x.std()
+
+
 def test_scores_equal_an_independent_recomputation(bundle):
-    root, version, feats, *_ = bundle
+    from technic.factors import factor_panel
+    root, version, feats, bars, sec = bundle
     s = load_scorer(root, version)
-    F = feats.sort_index()[s.feature_names]
-    Z = cross_sectional_transform(F)
+    F = feats.sort_index()
+    groups = sector_codes(F.index.get_level_values(1), sector_map(sec))
+    Z = cross_sectional_transform(F[s.feature_names])
     day = F.index.get_level_values(0).unique()[-1]
-    X = F.loc[day].to_numpy(np.float64)
-    panel = score_panel(feats, s)
+    X = F.loc[day][s.feature_names].to_numpy(np.float64)
+    g = groups[F.index.get_level_values(0) == day]
+    panel = score_panel(F, s, groups=groups)
+    fac = factor_panel(F, groups, s.factor_names).loc[day].to_numpy()
     for h in (5, 10):
+        e = s.ensembles[h]
         preds = []
-        for name, m, cols in s._models[h]:
-            fn = [s.feature_names[c] for c in cols]
+        for name, m in e.models_.items():
             if name in ("lstm", "transformer"):
-                preds.append(m.predict(_oracle_windows(Z, fn, day)))
+                preds.append(m.predict(_oracle_windows(Z, e.features_, day)))
             else:
-                preds.append(m.predict(Z.loc[day][fn].to_numpy()))
-        coef, b = s._stack[h]
-        expect = np.column_stack(preds) @ coef + b
-        np.testing.assert_allclose(panel.loc[day, f"score_{h}"].to_numpy(), expect, rtol=0, atol=1e-12)
-    one = s.predict(X, history=_oracle_windows(Z, s.feature_names, day), top_k=3)
+                preds.append(m.predict(Z.loc[day][e.features_].to_numpy()))
+        ml = np.column_stack(preds) @ e.stacker_.coef_ + e.stacker_.intercept_
+        w = np.ones(len(s.factor_names)) / len(s.factor_names)
+        ok = np.isfinite(fac)
+        comp = (np.where(ok, fac, 0) @ w) / (ok @ w)
+        expect = _z(comp) + e.blend_.w_ * _z(ml)
+        np.testing.assert_allclose(panel.loc[day, f"score_{h}"].to_numpy(), expect, rtol=0, atol=1e-9)
+    one = s.predict(X, history=_oracle_windows(Z, s.feature_names, day), top_k=3, groups=g)
     np.testing.assert_allclose(one["scores"][5], panel.loc[day, "score_5"].to_numpy(), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(one["win_prob"], panel.loc[day, "win_prob"].to_numpy())
     assert ((one["win_prob"] > 0) & (one["win_prob"] < 1)).all()
     assert all(len(c) == 3 for c in one["contributions"])
     with pytest.raises(ValueError, match="history"):
-        s.score(X)                                    # a sequence bundle refuses to score without history
+        s.score(X, groups=g)                          # a sequence bundle refuses to score without history
 
 
 def test_stream_pipeline_scores_equal_batch_with_sequence_models(bundle):
@@ -109,7 +120,8 @@ def test_stream_pipeline_scores_equal_batch_with_sequence_models(bundle):
         outs += p.on_bar(v, "technic.bars", 0, i)
     outs += p.flush()
     got = {(o.value["symbol"], o.value["ts"]): o.value for o in outs if o.kind == "scores"}
-    expect = score_panel(compute_features(recent, None, sec), s)
+    rf = compute_features(recent, None, sec)
+    expect = score_panel(rf, s, groups=sector_codes(rf.index.get_level_values(1), sector_map(sec)))
     assert len(got) == len(expect) == len(recent)
     diff = max(abs(got[(sym, d.strftime("%Y-%m-%d"))]["scores"][f"{h}d"] - expect.loc[(d, sym), f"score_{h}"])
                for d, sym in expect.index for h in (5, 10))

@@ -56,10 +56,10 @@ def test_walk_forward_with_lstm_and_stack_runs():
     bars, _ = clean_bars(load_bars(fix / "bars_40x2y.csv.gz"))
     feats = compute_features(bars, None, load_securities(fix / "securities_40.csv"))
     cfg = BacktestConfig(horizons=(5,), models=("lgbm", "lstm", "stack"), test_days=250, min_train_days=300,
-                         k_features=6, max_train_rows=3000, n_estimators=10, early_stopping_rounds=5, shap_rows=50,
-                         n_threads=1, win_prob=False, selector_params={"sample_rows": 1500, "mi_rows": 400},
+                         k_features=6, max_train_rows=3000, n_estimators=10, shap_rows=50, null=False,
+                         n_threads=1, win_prob=False, stack_folds=2, selector_params={"sample_rows": 1500, "mi_rows": 400},
                          model_params={"lgbm": {"min_data_in_leaf": 100}},
                          deep_params={"seq_len": 5, "hidden": 8, "epochs": 2, "max_rows": 1500})
-    res = walk_forward(feats, make_labels(bars, (5,)), cfg)
-    m = res["horizons"][5]["models"]
-    assert m["lstm"]["pred"].notna().all() and m["stack"]["pred"].notna().all()
+    res = walk_forward(feats, make_labels(bars, cfg.label_horizons), cfg)
+    m = res["predictions"][5]
+    assert m["lstm"].notna().all() and m["stack"].notna().all() and m["blend"].notna().all()

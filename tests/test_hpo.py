@@ -34,7 +34,7 @@ SMALL = ["--test-days", "160", "--min-train-days", "200", "--holdout-days", str(
 
 def tiny_cfg(**kw):
     base = dict(horizons=(5,), models=("lgbm",), test_days=160, min_train_days=200, k_features=0,
-                max_train_rows=4000, n_estimators=30, early_stopping_rounds=10, n_threads=1)
+                max_train_rows=4000, n_estimators=30, n_threads=1, null=False)
     return BacktestConfig(**{**base, **kw})
 
 
@@ -70,8 +70,8 @@ def test_objective_equals_walk_forward_fold_rank_ic(data, obj, model, params):
     assert [r["test_start"] for r in wf["folds"]] == list(obj.fold_table.test_start)
     assert value == pytest.approx(np.mean([r[f"{model}_rank_ic"] for r in wf["folds"]]), abs=1e-12)
     # and from the predictions with plain pandas: Spearman per date, mean per fold, mean over folds
-    h = wf["horizons"][5]
-    df = pd.DataFrame({"p": h["models"][model]["pred"], "y": h["labels"]["excess_5"]})
+    p = wf["predictions"][5][model]
+    df = pd.DataFrame({"p": p, "y": labels["excess_5"].reindex(p.index)})
     daily = df.groupby(level=0).apply(lambda g: g["p"].corr(g["y"], method="spearman"))
     fold_means = [daily[(daily.index >= r["test_start"]) & (daily.index <= r["test_end"])].mean() for r in wf["folds"]]
     assert value == pytest.approx(np.mean(fold_means), abs=1e-10)

@@ -55,7 +55,7 @@ def bundle(tmp_path_factory):
     bars, _ = clean_bars(load_bars(FIX / "bars_40x2y.csv.gz"))
     sec = load_securities(FIX / "securities_40.csv")
     cfg = BacktestConfig(horizons=(5,), models=("lgbm", "xgb", "stack"), test_days=200, min_train_days=250,
-                         k_features=8, max_train_rows=5000, n_estimators=15, early_stopping_rounds=5,
+                         k_features=8, max_train_rows=5000, n_estimators=15, null=False, blend=False,
                          shap_rows=50, n_threads=1, selector_params={"sample_rows": 2000, "mi_rows": 500},
                          model_params={"lgbm": {"min_data_in_leaf": 100}, "xgb": {"min_child_weight": 100.0}},
                          win_prob_params={"n_estimators": 20})
@@ -68,7 +68,7 @@ def test_scorer_serves_stack_and_calibrated_win_prob(bundle):
     root, res, feats = bundle
     s = load_scorer(root)
     files = Registry(root).show(res["version"])["files"]
-    assert {"meta_h5_pos.txt", "meta_h5_top10.txt", "meta_h5_calibration.json"} <= set(files)
+    assert {"h5_meta_pos.txt", "h5_meta_top10.txt", "h5_meta_calibration.json"} <= set(files)
     assert res["metrics"] and s.seq_len == 0
     day = feats.index.get_level_values(0).unique()[-1]
     X = feats.loc[day][s.feature_names].to_numpy(np.float64)
@@ -80,12 +80,14 @@ def test_scorer_serves_stack_and_calibrated_win_prob(bundle):
     allp = s.win_probs(X)[5]
     assert set(allp) == {"pos", "top10"} and allp["top10"].mean() < allp["pos"].mean()
     sc = s.score(X)[5]
-    coef, b = s._stack[5]
+    e = s.ensembles[5]
+    coef, b = e.stacker_.coef_, e.stacker_.intercept_
     from technic.models.preprocess import rank_gauss
     Z = rank_gauss(X)
-    P = np.column_stack([m.predict(Z[:, c]) for _, m, c in s._models[5]])
+    cols = [s.feature_names.index(f) for f in e.features_]
+    P = np.column_stack([m.predict(Z[:, cols]) for m in e.models_.values()])
     np.testing.assert_allclose(sc, P @ coef + b, rtol=0, atol=1e-12)     # the score is the stack
-    assert (coef >= 0).all()
+    assert (coef >= 0).all() and s.served == {5: "stack"}
 
 
 def test_evaluate_against_base_rate():

@@ -48,10 +48,10 @@ def test_walk_forward_with_regime_and_sector_neutral(data):
     bars, sec, feats = data
     labels = make_labels(bars, (5,))
     cfg = BacktestConfig(horizons=(5,), models=("lgbm",), test_days=200, min_train_days=250, k_features=8,
-                         max_train_rows=4000, n_estimators=15, early_stopping_rounds=5, shap_rows=50, n_threads=1,
+                         max_train_rows=4000, n_estimators=15, shap_rows=50, n_threads=1, null=False,
                          regime=True, sector_neutral=True, selector_params={"sample_rows": 2000, "mi_rows": 500},
                          model_params={"lgbm": {"min_data_in_leaf": 100}})
     res = walk_forward(feats, labels, cfg, sectors=sector_map(sec))
-    imp = res["horizons"][5]["models"]["lgbm"]["importance"]
+    imp = res["importance"][5]["lgbm"]
     assert set(REGIME_FEATURES) <= set(imp)                             # forced into every fold
-    assert res["horizons"][5]["models"]["lgbm"]["pred"].notna().all()
+    assert res["predictions"][5]["lgbm"].notna().all()

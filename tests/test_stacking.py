@@ -71,15 +71,15 @@ def test_walk_forward_with_stack_is_deterministic():
     feats = compute_features(bars, None, load_securities(FIX / "securities_40.csv"))
     labels = make_labels(bars, (5,))
     cfg = BacktestConfig(horizons=(5,), models=("lgbm", "xgb", "stack"), test_days=200, min_train_days=250,
-                         k_features=8, max_train_rows=4000, n_estimators=15, early_stopping_rounds=5, shap_rows=50,
+                         k_features=8, max_train_rows=4000, n_estimators=15, shap_rows=50, blend=False, null=False,
                          n_threads=1, win_prob=False, selector_params={"sample_rows": 2000, "mi_rows": 500},
                          model_params={"lgbm": {"min_data_in_leaf": 100}, "xgb": {"min_child_weight": 100.0}})
     a = walk_forward(feats, labels, cfg)
     b = walk_forward(feats, labels, cfg)
-    pa, pb = a["horizons"][5]["models"]["stack"]["pred"], b["horizons"][5]["models"]["stack"]["pred"]
+    pa, pb = a["predictions"][5]["stack"], b["predictions"][5]["stack"]
     assert pa.notna().all() and np.array_equal(pa.to_numpy(), pb.to_numpy())
     assert all("stack_coef" in r for r in a["folds"])
-    assert "ensemble" in a["horizons"][5]["models"]
+    assert "ensemble" in a["predictions"][5]
 
 
 def test_all_zero_nonnegative_weights_fall_back_to_equal_weight():

@@ -22,7 +22,7 @@ VARIANTS = ("base", "regime", "sector_neutral")
 
 def small_cfg(**kw):
     base = dict(horizons=(5, 10), models=("lgbm",), test_days=200, min_train_days=250, k_features=8,
-                max_train_rows=4000, n_estimators=30, early_stopping_rounds=10, shap_rows=50, n_threads=1,
+                max_train_rows=4000, n_estimators=30, shap_rows=50, n_threads=1, blend=False, null=False,
                 selector_params={"sample_rows": 2000, "mi_rows": 500}, model_params={"lgbm": {"min_data_in_leaf": 100}})
     base.update(kw)
     return BacktestConfig(**base)
@@ -46,10 +46,11 @@ def test_base_variant_equals_direct_walk_forward(data, cmp):
     doc, _ = cmp
     cfg = small_cfg()
     feats = compute_features(bars, None, sec)               # independent path: no cache, own labels
-    res = walk_forward(feats, make_labels(bars, cfg.horizons), cfg)
+    labels = make_labels(bars, cfg.label_horizons, lag=cfg.lag)
+    res = walk_forward(feats, labels, cfg)
     for h in cfg.horizons:
-        hres = res["horizons"][h]
-        direct = M.summarize(hres["models"]["lgbm"]["pred"], hres["labels"], h, cfg.cost_bps)
+        p = res["predictions"][h]["lgbm"]
+        direct = M.summarize(p, labels.reindex(p.index), h, cfg.cost_bps)
         got = doc["horizons"][str(h)]["variants"]["base"]
         for k in ("rank_ic_mean", "rank_icir", "rank_ic_nw_tstat", "sharpe_net", "n_days"):
             assert got[k] == pytest.approx(direct[k], rel=1e-12, abs=1e-15), (h, k)
@@ -57,7 +58,7 @@ def test_base_variant_equals_direct_walk_forward(data, cmp):
         assert all(i.equals(idx["base"]) for i in idx.values())          # same folds, same test rows
         # the toggles change the model: a variant identical to base would make the comparison vacuous
         for v in ("regime", "sector_neutral"):
-            assert not np.allclose(doc["_results"][h][v]["pred"].to_numpy(), hres["models"]["lgbm"]["pred"].to_numpy())
+            assert not np.allclose(doc["_results"][h][v]["pred"].to_numpy(), p.to_numpy())
     assert doc["meta"]["served_model"] == "lgbm" and doc["meta"]["primary_horizon"] == 5
 
 
@@ -132,6 +133,7 @@ def test_files_written_and_consistent(cmp):
 
 def test_served_model_and_variant_names():
     assert served_model(small_cfg(models=("lgbm", "xgb", "stack"))) == "stack"
+    assert served_model(small_cfg(models=("lgbm", "xgb", "stack"), blend=True)) == "blend"
     assert served_model(small_cfg(models=("lgbm", "xgb"))) == "ensemble"
     assert served_model(small_cfg(models=("xgb",))) == "xgb"
     assert parse_variants("regime") == ("base", "regime")

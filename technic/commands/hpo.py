@@ -29,7 +29,7 @@ def hpo(bars, fundamentals, securities, symbols, start, end, model, horizon, tri
     from ..hpo import HPO_MODELS, run_hpo
     from ..labels import make_labels
     from ..research import BacktestConfig, cached_features
-    from .research import _horizons, _inputs
+    from .research import _horizons, _inputs, _universe
     if model not in HPO_MODELS:
         raise TechnicError(f"--model: unknown model {model!r}; expected one of {', '.join(HPO_MODELS)}")
     if trials < 0 or minutes < 0:
@@ -38,9 +38,12 @@ def hpo(bars, fundamentals, securities, symbols, start, end, model, horizon, tri
     cfg = BacktestConfig(horizons=(h,), models=(model,), test_days=test_days, min_train_days=min_train_days,
                          max_train_rows=max_train_rows, k_features=k_features, seed=seed, n_threads=threads)
     cfg.check()
-    b, f, s = _inputs(bars, fundamentals, securities, symbols, start, end)
+    b, f, s = _inputs(bars, fundamentals, securities, start, end)
     feats = cached_features(b, f, s, None, cache_dir=cache_dir or Path(out) / "cache")
-    labels = make_labels(b, (h,))
+    universe = _universe(b, symbols, None, seed)
+    if universe is not None:  # features over every symbol; the search trains and scores the drawn ones
+        feats = feats[feats.index.get_level_values(1).isin(universe)]
+    labels = make_labels(b, (h,), lag=cfg.lag)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed below
     doc = run_hpo(feats, labels, cfg, model, h, out, n_trials=trials or None, timeout_s=minutes * 60 or None,
                   holdout_days=holdout_days, study_name=study_name, std_penalty=std_penalty,
@@ -59,7 +62,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("lgbm", help="lgbm, xgb, lstm or transformer"),
         fundamentals: Optional[Path] = typer.Option(None, help="fundamentals file"),
         securities: Optional[Path] = typer.Option(None, help="securities file (sectors)"),
-        symbols: Optional[int] = typer.Option(None, help="keep only N symbols"),
+        symbols: Optional[int] = typer.Option(None, help="search on N symbols drawn at random (--seed)"),
         start: Optional[str] = typer.Option(None, help="first date (YYYY-MM-DD)"),
         end: Optional[str] = typer.Option(None, help="last date (YYYY-MM-DD)"),
         horizon: int = typer.Option(5, help="label horizon in bars"),
@@ -70,7 +73,7 @@ def register(app: typer.Typer) -> None:
         min_train_days: int = typer.Option(252, help="training dates before the first fold"),
         holdout_days: int = typer.Option(126, help="last dates kept out of the search, scored at the end"),
         max_train_rows: int = typer.Option(150_000, help="row subsample per training fold"),
-        k_features: int = typer.Option(40, help="features kept by the selection ensemble (0 = all)"),
+        k_features: int = typer.Option(0, help="features kept by the selection ensemble (0 = all)"),
         seed: int = typer.Option(0, help="seed of the sampler and the models"),
         std_penalty: float = typer.Option(0.0, help="objective = mean fold RankIC - this x their std"),
         prune_after: int = typer.Option(2, "--prune-after", help="median pruning from this many folds on (0 = off)"),

@@ -3,7 +3,7 @@
 The answer to a ``retrain_requested`` alert: ``technic.training.train_and_register`` backtests the
 configuration walk-forward (purge + embargo), fits the final models on every labelled row up to
 ``--end`` (default: the last bar), registers the version and promotes it only if it passes the gate
-(beats 12-1 momentum and the incumbent, Newey-West t >= 2); workers hot-reload a promoted version.
+(beats 12-1 momentum, 5-day reversal and the incumbent, Newey-West t >= 2); workers hot-reload a promoted version.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ def register(app: typer.Typer) -> None:
         registry: Path = typer.Option(..., help="registry directory"),
         fundamentals: Optional[Path] = typer.Option(None),
         securities: Optional[Path] = typer.Option(None),
-        symbols: Optional[int] = typer.Option(None, help="keep only N symbols"),
+        symbols: Optional[int] = typer.Option(None, help="train on N symbols drawn at random (seed 0)"),
         start: Optional[str] = typer.Option(None, help="first date used"),
         end: Optional[str] = typer.Option(None, help="last date used (default: the last bar)"),
         horizon: List[int] = typer.Option([5, 10], help="label horizons (first = gated)"),
-        models: str = typer.Option("lgbm,xgb", help="comma-separated: lgbm,xgb"),
+        models: str = typer.Option("lgbm,ridge", help="comma-separated subset of lgbm,xgb,ridge,lstm,transformer,stack"),
         test_days: int = typer.Option(126, help="walk-forward test block for the gate's metrics"),
         threads: int = typer.Option(2),
         quick: bool = typer.Option(False, "--quick", help="the small demo configuration (LightGBM, few trees)"),
@@ -35,20 +35,16 @@ def register(app: typer.Typer) -> None:
         """Retrain walk-forward on the latest data, gate, register and promote if it passes."""
         from ..research import BacktestConfig
         from ..training import train_and_register
-        from .research import _horizons, _inputs, _models
-        b, f, s = _inputs(bars, fundamentals, securities, symbols, start, end)
+        from .research import _horizons, _inputs, _models, _universe
+        b, f, s = _inputs(bars, fundamentals, securities, start, end)
+        universe = _universe(b, symbols, None, 0)
         if quick:
-            import numpy as np  # the configuration of technic.models.scoring.train_quick_model
-            n_dates = int(np.unique(np.asarray(b["date"])).size)
-            cfg = BacktestConfig(horizons=_horizons(horizon), models=("lgbm",), test_days=126,
-                                 min_train_days=int(min(252, max(40, n_dates // 2))), k_features=25,
-                                 max_train_rows=40_000, n_estimators=120, early_stopping_rounds=20, shap_rows=300,
-                                 model_params={"lgbm": {"learning_rate": 0.05, "min_data_in_leaf": 200}},
-                                 selector_params={"sample_rows": 5000, "mi_rows": 1000}, n_threads=threads)
+            from ..training import quick_config
+            cfg = quick_config(b, _horizons(horizon), threads)
         else:
             cfg = BacktestConfig(horizons=_horizons(horizon), models=_models(models), test_days=test_days,
                                  n_threads=threads)
-        res = train_and_register(b, f, s, registry_root=registry, cfg=cfg, end=end)
+        res = train_and_register(b, f, s, registry_root=registry, cfg=cfg, end=end, universe=universe)
         if as_json:
             print(json.dumps({k: v for k, v in res.items() if k != "feature_names"}, indent=1, default=str))
             return

@@ -155,3 +155,27 @@ def long_short_summary(books: list[pd.DataFrame], horizon: int) -> dict:
     out["turnover"] = float(pd.concat([b["turnover"] for b in books]).mean())
     out["n_periods"] = int(sum(len(b) for b in books))
     return out
+
+
+def equal_weight_metrics(fwd_ret: pd.Series, horizon: int) -> dict:
+    """Long-only equal-weight universe metrics; signal metrics are NaN by definition."""
+    r = fwd_ret.dropna()
+    per_date = r.groupby(level=0).mean().sort_index()
+    ppy = 252.0 / horizon
+    books = [per_date.iloc[o::horizon] for o in range(min(horizon, len(per_date)))]
+    ann = [annualized_return(b.values, ppy) for b in books if len(b) > 1]
+    shp = [sharpe(b.values, ppy) for b in books if len(b) > 1]
+    mdd = [max_drawdown(b.values) for b in books if len(b) > 1]
+    nan = float("nan")
+
+    def mean(xs):
+        xs = [x for x in xs if np.isfinite(x)]
+        return float(np.mean(xs)) if xs else nan
+    return {
+        "rank_ic_mean": nan, "rank_ic_std": nan, "rank_icir": nan, "rank_ic_tstat": nan,
+        "rank_ic_nw_tstat": nan, "ic_mean": nan, "hit_rate": nan, "top_decile_hit_rate": nan,
+        "long_short_ann_return": nan, "sharpe_net": nan, "max_drawdown": nan, "turnover": 0.0,
+        "long_only_ann_return": mean(ann), "long_only_sharpe": mean(shp),
+        "long_only_max_drawdown": mean(mdd), "n_days": int(len(per_date)),
+        "note": "constant prediction: signal metrics undefined; long_only_* = equal-weight universe",
+    }

@@ -235,6 +235,40 @@ def _ensemble_sections(results: dict, doc: dict) -> list[str]:
     return body
 
 
+def _extra_sections(extra: dict, doc: dict) -> list[str]:
+    """Served model vs baselines and null, skill verdicts, degeneracy, lockbox periods
+    (``evaluation.predictions``); also stored in ``doc``."""
+    body = []
+    doc.update(extra)
+    for h, c in sorted((extra.get("comparison") or {}).items(), key=lambda kv: int(kv[0])):
+        body.append(f"<h2>Served model vs baselines (h={h})</h2><p class='note'>The served model against the "
+                    "better of 12-1 momentum and 5-day reversal (chosen after the fact), with the Newey-West "
+                    "t-stat of the daily RankIC difference; the null model is the same ML pipeline trained on "
+                    "labels shuffled within each date.</p>")
+        body.append(_table({"served": c}, [k for k in c if k != "served"], "h"))
+    for h, rows in sorted((extra.get("skill") or {}).items(), key=lambda kv: int(kv[0])):
+        if rows:
+            body.append(f"<h3>Skill vs the null model (h={h})</h3><p class='note'>Daily RankIC minus the null "
+                        "model's; a model within 2 standard errors of it shows no evidence of skill.</p>")
+            body.append(_table(rows, ["mean_diff", "nw_tstat", "n_days", "verdict"], "model"))
+    for h, rows in sorted((extra.get("degeneracy") or {}).items(), key=lambda kv: int(kv[0])):
+        body.append(f"<h3>Degeneracy (h={h})</h3><p class='note'>Trees kept per fold (tree models) and the mean "
+                    "share of a date's predictions tied with another name's: a degenerate model ranks little.</p>")
+        body.append(_table(rows, ["trees_median", "trees_min", "tie_share_mean"], "model"))
+    lock = extra.get("lockbox")
+    if lock:
+        body.append(f"<h2>Before and in the lockbox (from {html.escape(lock['date'])})</h2>")
+        for period, d in lock["periods"].items():
+            for h, e in d.items():
+                if h in ("start", "end"):
+                    continue
+                body.append(f"<h3>{html.escape(period)} {d['start']} .. {d['end']} (h={h})</h3>")
+                body.append(_table({n: {"rank_ic_mean": v} for n, v in e["rank_ic"].items()}, ["rank_ic_mean"],
+                                   "model"))
+                body.append(_table({"served": e["comparison"]}, [k for k in e["comparison"] if k != "served"], "h"))
+    return body
+
+
 def write_tearsheet(out_dir, results: dict, title: str) -> dict:
     """Write ``metrics.json`` and ``report.html`` into ``out_dir``; return their paths.
 
@@ -269,6 +303,7 @@ def write_tearsheet(out_dir, results: dict, title: str) -> dict:
         for name, entry in models.items():
             body.append(_model_section(name, entry, hres.get("labels"), h, cost_bps, baselines))
     body += _ensemble_sections(results, doc)
+    body += _extra_sections(results.get("doc_extra") or {}, doc)
     (out / "metrics.json").write_text(json.dumps(to_jsonable(doc), indent=2, allow_nan=False))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")

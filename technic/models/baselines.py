@@ -14,10 +14,9 @@ Nothing is fitted, so there is nothing to leak.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from technic.evaluation.portfolio import annualized_return, max_drawdown, sharpe
+from technic.evaluation.portfolio import equal_weight_metrics  # noqa: F401  (re-exported)
 
 BASELINES = ("momentum_12_1", "reversal_5", "equal_weight")
 
@@ -27,28 +26,4 @@ def baseline_predictions(features: pd.DataFrame) -> dict[str, pd.Series]:
     return {
         "momentum_12_1": features["mom_12_1"].rename("momentum_12_1"),
         "reversal_5": (-features["mom_5"]).rename("reversal_5"),
-    }
-
-
-def equal_weight_metrics(fwd_ret: pd.Series, horizon: int) -> dict:
-    """Long-only equal-weight universe metrics; signal metrics are NaN by definition."""
-    r = fwd_ret.dropna()
-    per_date = r.groupby(level=0).mean().sort_index()
-    ppy = 252.0 / horizon
-    books = [per_date.iloc[o::horizon] for o in range(min(horizon, len(per_date)))]
-    ann = [annualized_return(b.values, ppy) for b in books if len(b) > 1]
-    shp = [sharpe(b.values, ppy) for b in books if len(b) > 1]
-    mdd = [max_drawdown(b.values) for b in books if len(b) > 1]
-    nan = float("nan")
-
-    def mean(xs):
-        xs = [x for x in xs if np.isfinite(x)]
-        return float(np.mean(xs)) if xs else nan
-    return {
-        "rank_ic_mean": nan, "rank_ic_std": nan, "rank_icir": nan, "rank_ic_tstat": nan,
-        "rank_ic_nw_tstat": nan, "ic_mean": nan, "hit_rate": nan, "top_decile_hit_rate": nan,
-        "long_short_ann_return": nan, "sharpe_net": nan, "max_drawdown": nan, "turnover": 0.0,
-        "long_only_ann_return": mean(ann), "long_only_sharpe": mean(shp),
-        "long_only_max_drawdown": mean(mdd), "n_days": int(len(per_date)),
-        "note": "constant prediction: signal metrics undefined; long_only_* = equal-weight universe",
     }

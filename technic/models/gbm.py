@@ -2,10 +2,18 @@
 
 Defaults follow what works on daily equity data (Qlib's Alpha158 + LightGBM recipe and
 the like): a small learning rate, shallow-ish trees with many rows per leaf
-(``min_data_in_leaf`` ~ hundreds), column and row subsampling, L2 regularization, and
-early stopping on an inner, time-ordered validation slice of the training fold (the
-last dates, after a gap >= the label horizon: see ``technic.validation.inner_time_split``).
-On this data early stopping typically keeps only tens of trees.
+(``min_data_in_leaf`` ~ hundreds), column and row subsampling, L2 regularization.
+
+Model size (``stop_metric``):
+
+* ``"none"``: a fixed number of trees (``n_estimators``) fitted on the whole training fold;
+* ``"l2"``: classic early stopping on the squared error of an inner, time-ordered validation
+  slice (the last dates after a gap >= the label horizon, ``technic.validation.inner_time_split``),
+  patience ``early_stopping_rounds``. On a weak signal this often stops after a handful of trees
+  (1-tree models that rank nothing): kept for comparison, not the default;
+* ``"rank_ic"``: fit ``n_estimators`` trees on the part before that slice and keep the checkpoint
+  (every ``step`` trees from ``min_trees`` on) with the best mean daily RankIC on the slice: the
+  metric the model is judged by, and never fewer than ``min_trees`` trees.
 
 Both models are deterministic: fixed seeds, ``deterministic=True`` for LightGBM,
 ``nthread`` fixed (2 by default). They serialize to safe native formats only
@@ -45,7 +53,8 @@ class _GBM:
 
     def __init__(self, params: dict | None = None, n_estimators: int = 400,
                  early_stopping_rounds: int = 40, valid_frac: float = 0.2, gap_days: int = 10,
-                 seed: int = 0, n_threads: int = 2):
+                 seed: int = 0, n_threads: int = 2, stop_metric: str = "l2", min_trees: int = 50,
+                 step: int = 25):
         self.params = params
         self.n_estimators = n_estimators
         self.early_stopping_rounds = early_stopping_rounds
@@ -53,19 +62,38 @@ class _GBM:
         self.gap_days = gap_days
         self.seed = seed
         self.n_threads = n_threads
+        self.stop_metric = stop_metric
+        self.min_trees = min_trees
+        self.step = step
+
+    @property
+    def _early_l2(self) -> bool:
+        return self.stop_metric == "l2" and bool(self.early_stopping_rounds)
 
     def _split(self, n: int, dates):
-        if dates is None or self.early_stopping_rounds in (None, 0):
+        if dates is None or not (self._early_l2 or self.stop_metric == "rank_ic"):
             return np.arange(n), None
         try:
             return inner_time_split(dates, self.valid_frac, self.gap_days)
         except ValueError:  # too few dates for an inner split: fit on everything, no early stopping
             return np.arange(n), None
 
+    def _best_rank_ic_checkpoint(self, X_val, y_val, dates_val) -> int:
+        """The checkpoint (>= min_trees, every ``step`` trees, and the last) with the best validation
+        mean daily RankIC; ties go to the smaller model."""
+        from .linear import mean_daily_rank_ic
+        n = self._n_trees()
+        lo = min(max(1, self.min_trees), n)
+        ks = sorted({*range(lo, n + 1, max(1, self.step)), n})
+        scores = {k: mean_daily_rank_ic(self._predict_k(X_val, k), y_val, dates_val) for k in ks}
+        self.checkpoint_scores_ = scores
+        finite = {k: v for k, v in scores.items() if np.isfinite(v)}
+        return max(finite, key=lambda k: (finite[k], -k)) if finite else n
+
     def get_params(self) -> dict:
         return {"kind": self.kind, "params": self.full_params(), "n_estimators": self.n_estimators,
                 "early_stopping_rounds": self.early_stopping_rounds, "valid_frac": self.valid_frac,
-                "gap_days": self.gap_days}
+                "gap_days": self.gap_days, "stop_metric": self.stop_metric, "min_trees": self.min_trees}
 
 
 class LGBMModel(_GBM):
@@ -88,14 +116,22 @@ class LGBMModel(_GBM):
         dtrain = lgb.Dataset(X[fit_idx], y[fit_idx], params={"max_bin": params["max_bin"]},
                              free_raw_data=True)
         callbacks, valid_sets = [], []
-        if val_idx is not None:
+        if val_idx is not None and self._early_l2:
             valid_sets = [lgb.Dataset(X[val_idx], y[val_idx], reference=dtrain)]
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
         self.booster_ = lgb.train(params, dtrain, num_boost_round=self.n_estimators,
                                   valid_sets=valid_sets, callbacks=callbacks)
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        if val_idx is not None and self.stop_metric == "rank_ic":
+            self.best_iteration_ = self._best_rank_ic_checkpoint(X[val_idx], y[val_idx], np.asarray(dates)[val_idx])
         self.n_features_in_ = X.shape[1]
         return self
+
+    def _n_trees(self) -> int:
+        return self.booster_.current_iteration()
+
+    def _predict_k(self, X, k: int) -> np.ndarray:
+        return self.booster_.predict(X, num_iteration=k, num_threads=self.n_threads)
 
     def predict(self, X) -> np.ndarray:
         return self.booster_.predict(np.asarray(X, dtype=np.float64), num_iteration=self.best_iteration_,
@@ -141,18 +177,26 @@ class XGBModel(_GBM):
         params = self.full_params()
         dtrain = xgb.QuantileDMatrix(X[fit_idx], y[fit_idx], max_bin=params["max_bin"], nthread=self.n_threads)
         evals, kw = [], {}
-        if val_idx is not None:
+        if val_idx is not None and self._early_l2:
             dval = xgb.DMatrix(X[val_idx], y[val_idx], nthread=self.n_threads)
             evals = [(dval, "valid")]
             kw["early_stopping_rounds"] = self.early_stopping_rounds
         self.booster_ = xgb.train(params, dtrain, num_boost_round=self.n_estimators, evals=evals,
                                   verbose_eval=False, **kw)
-        best = getattr(self.booster_, "best_iteration", None)
+        best = getattr(self.booster_, "best_iteration", None) if self._early_l2 else None
         self.best_iteration_ = int(best) + 1 if best is not None else self.booster_.num_boosted_rounds()
+        if val_idx is not None and self.stop_metric == "rank_ic":
+            self.best_iteration_ = self._best_rank_ic_checkpoint(X[val_idx], y[val_idx], np.asarray(dates)[val_idx])
         if self.best_iteration_ < self.booster_.num_boosted_rounds():
             self.booster_ = self.booster_[: self.best_iteration_]
         self.n_features_in_ = X.shape[1]
         return self
+
+    def _n_trees(self) -> int:
+        return self.booster_.num_boosted_rounds()
+
+    def _predict_k(self, X, k: int) -> np.ndarray:
+        return self.booster_.predict(self._dm(X), iteration_range=(0, k))
 
     def _dm(self, X):
         import xgboost as xgb

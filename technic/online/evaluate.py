@@ -83,7 +83,8 @@ def rank_ic_table(rows, bars, horizons) -> dict:
 
 def online_eval(bars, fundamentals=None, securities=None, *, split_date, registry=None, version=None,
                 config: OnlineConfig | None = None, warmup_days: int = 300, progress=None) -> dict:
-    from technic.models.scoring import load_scorer, train_quick_model
+    from technic.models.scoring import load_scorer
+    from technic.training import train_quick_model
     cfg = config or OnlineConfig()
     cfg.enabled = True
     cfg.online_learning = True
