@@ -54,7 +54,8 @@ PER_SHARE_FIELDS = ("eps",)
 #: how far before a split the data may place its change of basis (restated latest rows)
 _RESTATED_WINDOW = pd.Timedelta(days=366)
 _EVIDENCE = ("period_before", "period_after", "share_ratio", "eps_ratio", "net_income_ratio")
-_NEVER = pd.Timestamp.min
+#: basis_from of a split every row already reflects (before any period end)
+_ALL_ROWS = pd.Timestamp("1800-01-01")
 
 
 def _basis_from_detection(classified: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +86,7 @@ def _place(split, steps: pd.DataFrame) -> tuple[pd.Timestamp, str, dict]:
         step = straddle.iloc[0]
         ev = {k: step[k] for k in _EVIDENCE}
         if abs(math.log(step["share_ratio"])) <= math.log(RATIO_TOLERANCE):
-            return _NEVER, "already restated", ev
+            return _ALL_ROWS, "already restated", ev
         return d, "period end", ev
     return d, "period end", none
 
@@ -111,7 +112,7 @@ def _adjusted_factor(fund: pd.DataFrame, basis: pd.DataFrame) -> np.ndarray:
     sym = fund["symbol"].to_numpy()
     pe = fund["period_end"].to_numpy()
     for s in basis.itertuples(index=False):
-        factor[(sym == s.symbol) & (pe < np.datetime64(s.basis_from))] *= s.ratio
+        factor[(sym == s.symbol) & (pe < pd.Timestamp(s.basis_from).to_datetime64())] *= s.ratio
     return factor
 
 
