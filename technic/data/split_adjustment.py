@@ -32,6 +32,12 @@ rows after a split, e.g. EW's 2015 row in the dev data is already on the basis o
 (``"already restated"``: nothing to do). Otherwise rows ending before ``d`` are multiplied
 (``"period end"``). After a splits file is applied, remaining jumps are reported as
 unexplained (none is adjusted): the file is authoritative, the detector only reports.
+
+Point in time: with adjusted bars, detecting a split from a later report and rescaling earlier
+ones is no look-ahead beyond the prices' own (the product price x shares is the market cap
+known at the bar). With raw bars the factor at a bar uses only splits dated on or before it;
+a row's basis is read from the file as it stands, so a row the vendor restated later is
+treated on its restated basis (exact for the values, point in time only if the file is).
 """
 
 from __future__ import annotations
