@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from .commands.features import PRICE_BASIS_HELP, SPLITS_HELP
 from .errors import TechnicError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technic: equity alpha research and streaming scorer.")
@@ -46,10 +47,12 @@ def features_compute(
     alt: Optional[Path] = typer.Option(None, help="alternative data, long format date,symbol,field,value"),
     symbols: Optional[int] = typer.Option(None, help="keep only N symbols"),
     lag_days: int = typer.Option(90, help="fundamentals reporting lag when the file has no publish date"),
+    splits: Optional[Path] = typer.Option(None, help=SPLITS_HELP),
+    price_basis: str = typer.Option("adjusted", help=PRICE_BASIS_HELP),
 ):
     """Compute every feature with the batch evaluator and write a parquet file."""
     from .commands import features as cmd
-    cmd.compute(bars, out, fundamentals, securities, alt, symbols, lag_days)
+    cmd.compute(bars, out, fundamentals, securities, alt, symbols, lag_days, splits, price_basis)
 
 
 @features_app.command("parity")
@@ -61,18 +64,25 @@ def features_parity(
     alt: Optional[Path] = typer.Option(None),
     rtol: float = typer.Option(1e-9, help="relative tolerance"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON report"),
+    splits: Optional[Path] = typer.Option(None, help=SPLITS_HELP),
+    price_basis: str = typer.Option("adjusted", help=PRICE_BASIS_HELP),
 ):
     """Feed the data bar by bar through the incremental evaluator and compare with batch."""
     from .commands import features as cmd
-    cmd.parity(bars, symbols, fundamentals, securities, alt, rtol, as_json)
+    cmd.parity(bars, symbols, fundamentals, securities, alt, rtol, as_json, splits, price_basis)
 
 
 @data_app.command("quality")
-def data_quality(bars: Path = typer.Option(..., help="bars file"),
+def data_quality(bars: Optional[Path] = typer.Option(None, help="bars file"),
+                 fundamentals: Optional[Path] = typer.Option(None, help="fundamentals file: report the stock "
+                                                             "splits applied and the unexplained share-count jumps"),
+                 splits: Optional[Path] = typer.Option(None, help=SPLITS_HELP),
+                 price_basis: str = typer.Option("adjusted", help=PRICE_BASIS_HELP),
                  as_json: bool = typer.Option(False, "--json")):
-    """Data-quality report of a bars file (NaN, bad prices, jumps, stale rows, gaps)."""
+    """Data-quality report of a bars file (NaN, bad prices, jumps, stale rows, gaps) and/or of the
+    fundamentals' share counts (splits applied, unexplained jumps)."""
     from .commands import features as cmd
-    cmd.quality(bars, as_json)
+    cmd.quality(bars, as_json, fundamentals, splits, price_basis)
 
 
 # ---------------------------------------------------------------------------

@@ -10,15 +10,33 @@ from ..errors import TechnicError
 from .progress import progress_bar
 
 
+#: help texts of the options every command that takes --fundamentals shares
+SPLITS_HELP = ("stock splits file date,symbol,ratio (ratio = new shares per old share); without it, "
+               "splits are detected from the fundamentals' share counts")
+PRICE_BASIS_HELP = "price basis of the bars: 'adjusted' (split-adjusted, default) or 'raw' (needs --splits)"
+
+
+def load_fundamentals_for(fundamentals, splits=None, price_basis: str = "adjusted", lag_days: int = 90):
+    """The fundamentals file with share counts and EPS on the bars' price basis (``splits``:
+    a splits file, or None to detect splits); None when no file is given."""
+    from ..data import load_fundamentals
+    if not fundamentals:
+        if splits:
+            raise TechnicError("--splits needs --fundamentals (splits adjust the fundamentals' share counts)")
+        return None
+    return load_fundamentals(fundamentals, lag_days=lag_days, splits=splits or None, price_basis=price_basis)
+
+
 def load_inputs(bars: Path, fundamentals=None, securities=None, alt=None, symbols=None, lag_days: int = 90,
-                start=None, end=None):
-    """Load and clean the input files named on the command line."""
-    from ..data import clean_bars, load_alt, load_bars, load_fundamentals, load_securities
+                start=None, end=None, splits=None, price_basis: str = "adjusted"):
+    """Load and clean the input files named on the command line. Fundamentals come with share
+    counts and EPS on ``price_basis``, from the ``splits`` file or detected splits."""
+    from ..data import clean_bars, load_alt, load_bars, load_securities
+    f = load_fundamentals_for(fundamentals, splits, price_basis, lag_days)
     b = load_bars(bars, symbols=symbols or None, start=start, end=end)
     b, _ = clean_bars(b)
     if b.empty:
         raise TechnicError(f"{bars}: no bars left after selection/cleaning")
-    f = load_fundamentals(fundamentals, lag_days=lag_days) if fundamentals else None
     s = load_securities(securities) if securities else None
     a = load_alt(alt) if alt else None
     return b, f, s, a
@@ -40,9 +58,10 @@ def list_features(as_json: bool) -> None:
     Console().print(t)
 
 
-def compute(bars, out, fundamentals, securities, alt, symbols, lag_days) -> None:
+def compute(bars, out, fundamentals, securities, alt, symbols, lag_days, splits=None, price_basis="adjusted") -> None:
     from ..features.batch import compute_features, ts_program
-    b, f, s, a = load_inputs(bars, fundamentals, securities, alt, symbols, lag_days)
+    b, f, s, a = load_inputs(bars, fundamentals, securities, alt, symbols, lag_days,
+                             splits=splits, price_basis=price_basis)
     prog = ts_program()
     with progress_bar(len(prog.nodes), "features (batch)") as tick:
         frame = compute_features(b, f, s, a, progress=tick)
@@ -52,10 +71,10 @@ def compute(bars, out, fundamentals, securities, alt, symbols, lag_days) -> None
     print(f"wrote {out}: {frame.shape[0]} rows x {frame.shape[1]} features", file=sys.stderr)
 
 
-def parity(bars, symbols, fundamentals, securities, alt, rtol, as_json) -> None:
+def parity(bars, symbols, fundamentals, securities, alt, rtol, as_json, splits=None, price_basis="adjusted") -> None:
     from ..features.batch import compute_features
     from ..features.parity import compare, incremental_features
-    b, f, s, a = load_inputs(bars, fundamentals, securities, alt, symbols)
+    b, f, s, a = load_inputs(bars, fundamentals, securities, alt, symbols, splits=splits, price_basis=price_basis)
     batch = compute_features(b, f, s, a)
     with progress_bar(len(b), "bars (incremental)") as tick:
         incr = incremental_features(b, f, s, a, progress=tick)
@@ -70,7 +89,18 @@ def parity(bars, symbols, fundamentals, securities, alt, rtol, as_json) -> None:
         raise SystemExit(1)
 
 
-def quality(bars, as_json) -> None:
+def quality(bars, as_json, fundamentals=None, splits=None, price_basis="adjusted") -> None:
+    """Bars report and/or the fundamentals' split report (splits applied, unexplained jumps)."""
     from ..data import load_bars, quality_report
-    rep = quality_report(load_bars(bars))
-    print(json.dumps(rep.to_dict(), indent=1, default=str) if as_json else rep.summary())
+    if not bars and not fundamentals:
+        raise TechnicError("give --bars and/or --fundamentals")
+    f = load_fundamentals_for(fundamentals, splits, price_basis)
+    rep = quality_report(load_bars(bars)) if bars else None
+    split_rep = f.attrs["split_report"] if f is not None else None
+    if as_json:
+        out = rep.to_dict() if rep is not None else {}
+        if split_rep is not None:
+            out["splits"] = split_rep.to_dict()
+        print(json.dumps(out, indent=1, default=str))
+        return
+    print("\n\n".join(r.summary() for r in (rep, split_rep) if r is not None))

@@ -20,6 +20,13 @@ Conventions:
   ``df.attrs["duplicates_dropped"]``.
 * ``period_end`` before 1990 or after today: kept, listed in ``df.attrs["warnings"]``.
 * a missing or unparseable ``Period Ending`` / ``Ticker Symbol`` is a DataError naming the row.
+
+Split consistency (:mod:`technic.data.split_adjustment`): by default ``shares`` and ``eps`` are
+put on the share basis of the bars' prices (``price_basis``: ``"adjusted"``, the default, or
+``"raw"``), using the splits of a ``splits`` file (path or frame, ``date,symbol,ratio``) or,
+without one, the splits detected from share-count steps. ``adjust_splits=False`` returns the
+counts as reported. ``df.attrs["split_report"]`` is the :class:`SplitReport` (None when not
+adjusted). Growth fields are not per share and are computed before.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import numpy as np
 import pandas as pd
 
 from technic.data.bars import parse_dates, parse_numeric, read_table, require_columns, row_number
+from technic.data.split_adjustment import split_consistent
+from technic.data.splits import load_splits, validate_splits
 from technic.errors import DataError
 
 __all__ = ["FUNDAMENTAL_FIELDS", "SOURCE_COLUMNS", "GROWTH_FIELDS", "load_fundamentals", "derive_growth"]
@@ -98,8 +107,10 @@ def _pick(columns, candidates, source):
     require_columns(columns, [candidates[0]], source)
 
 
-def load_fundamentals(path, *, lag_days: int = 90) -> pd.DataFrame:
-    """Load fundamentals (.csv / .csv.gz / .parquet) in canonical point-in-time form."""
+def load_fundamentals(path, *, lag_days: int = 90, splits=None, price_basis: str = "adjusted",
+                      adjust_splits: bool = True) -> pd.DataFrame:
+    """Load fundamentals (.csv / .csv.gz / .parquet) in canonical point-in-time form, share
+    counts and EPS on ``price_basis`` (see the module docstring)."""
     p = Path(str(path))
     name = p.name
     try:
@@ -150,6 +161,13 @@ def load_fundamentals(path, *, lag_days: int = 90) -> pd.DataFrame:
     out = out[~dup]
     out = derive_growth(out.sort_values(["symbol", "period_end"], kind="mergesort").reset_index(drop=True))
     out = out[["symbol", "period_end", "available_from", *FUNDAMENTAL_FIELDS]]
+    report = None
+    if adjust_splits:
+        table = None
+        if splits is not None:
+            table = validate_splits(splits) if isinstance(splits, pd.DataFrame) else load_splits(splits)
+        out, report = split_consistent(out, table, price_basis=price_basis)
+    out.attrs["split_report"] = report
     out.attrs["warnings"] = warnings
     out.attrs["duplicates_dropped"] = int(dup.sum())
     out.attrs["lag_days"] = int(lag_days)
