@@ -75,7 +75,7 @@ class FeatureEngine:
         self.capacity = capacity
         self.slots: dict[str, int] = {}
         self.sectors = dict(sectors or {})
-        self._sector_names = sorted({s for s in self.sectors.values() if isinstance(s, str) and s})
+        self._sector_code = dict(zip(self.sectors, sector_codes(self.sectors, self.sectors).tolist()))
         self.last_ts = np.full(capacity, NAT, np.int64)
         self.last_seq = np.full(capacity, -1, np.int64)
         self.n_bars = np.zeros(capacity, np.int64)
@@ -88,6 +88,9 @@ class FeatureEngine:
         self.ts_names = self.ts.program.output_names
         self.market_names = self.mkt.program.output_names
         self.feature_names = R.FEATURE_NAMES
+        if self.feature_names != [*self.ts_names, *self.market_names, *(c.name for c in R.CROSS_SECTION)]:
+            raise ValueError("registry order must be time-series, market, then cross-sectional features")
+        self._column = {name: j for j, name in enumerate(self.feature_names)}
 
     # -- slots ---------------------------------------------------------------
     def slot(self, symbol: str) -> int:
@@ -166,13 +169,13 @@ class FeatureEngine:
     def update_ts(self, ts, symbols: Sequence[str], bars: Mapping[str, np.ndarray],
                   seq: Iterable[int] | None = None) -> np.ndarray:
         """Feed one bar per symbol at ``ts``; return the (k, n_ts) time-series features."""
-        bad = self.check_order(ts, symbols)
+        t = to_ns(ts)
+        bad = self.check_order(t, symbols)
         if bad:
             first = next(iter(bad))
-            raise OrderError(f"bar at {np.datetime64(to_ns(ts), 'ns')} for {first} is {bad[first]} "
+            raise OrderError(f"bar at {np.datetime64(t, 'ns')} for {first} is {bad[first]} "
                              f"(last bar at {np.datetime64(int(self.last_ts[self.slots[first]]), 'ns')}); "
                              f"{len(bad)} symbol(s) rejected, state unchanged")
-        t = to_ns(ts)
         rows = np.array([self.slot(s) for s in symbols], dtype=np.intp)
         self._apply_pending(rows, t)
         nb, nf = len(R.BAR_FIELDS), len(_FUND)
@@ -196,14 +199,18 @@ class FeatureEngine:
         matrix in registry order.
         """
         rows = np.array([self.slots[s] for s in symbols], dtype=np.intp)
-        ret = ts_matrix[:, self.ts_names.index("ret_1")]
-        mkt = np.full(len(rows), market_return(ret))
-        m_out = self.mkt.run(rows, np.column_stack([ret, mkt]))
-        values = {n: ts_matrix[:, j] for j, n in enumerate(self.ts_names)}
-        values.update({n: m_out[:, j] for j, n in enumerate(self.market_names)})
-        groups = sector_codes(symbols, self.sectors) if self.sectors else np.full(len(rows), -1, np.int64)
-        values.update(apply_cross_section(R.CROSS_SECTION, values, groups))
-        return np.column_stack([values[n] for n in self.feature_names])
+        n_ts, n_mkt = len(self.ts_names), len(self.market_names)
+        out = np.empty((len(rows), len(self.feature_names)))
+        out[:, :n_ts] = ts_matrix
+        X = np.empty((len(rows), 2))  # the market stage's inputs: ret, mkt_ret
+        X[:, 0] = ts_matrix[:, self._column["ret_1"]]
+        X[:, 1] = market_return(X[:, 0])
+        out[:, n_ts:n_ts + n_mkt] = self.mkt.run(rows, X)
+        groups = np.array([self._sector_code.get(s, -1) for s in symbols], dtype=np.int64)
+        sources = {c.source: out[:, self._column[c.source]] for c in R.CROSS_SECTION}
+        for name, vec in apply_cross_section(R.CROSS_SECTION, sources, groups).items():
+            out[:, self._column[name]] = vec
+        return out
 
     def process_timestamp(self, ts, symbols: Sequence[str], bars: Mapping[str, np.ndarray],
                           seq: Iterable[int] | None = None) -> tuple[list[str], np.ndarray]:
