@@ -63,6 +63,8 @@ class StepPlan:
         i_init: list[int] = []
         layout = []
         for j, (node, kids) in enumerate(zip(nodes, children)):
+            if node.opcode < 0:
+                raise TypeError(f"{node!r}: operator {type(node).__name__} declares no step kernel (opcode)")
             self.code[j] = node.opcode
             if kids:
                 self.ch0[j] = kids[0]
