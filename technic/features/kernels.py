@@ -141,40 +141,32 @@ def window_value(v, i, io):
 # Sum / Mean: floats buf0[w], s, c
 # ---------------------------------------------------------------------------
 @_jit
-def step_sum(f, fo, i, io, w, x):
+def running_sum(f, fo, i, io, w, x):
+    """Push x and update the window's compensated running sum; return the sum."""
     old = push(f, fo, i, io, w, x)
     so = fo + w
     s, c = neumaier(f[so], f[so + 1], 0.0 if math.isnan(x) else x)
     s, c = neumaier(s, c, 0.0 if math.isnan(old) else -old)
     if i[io + 1] == w:  # nothing valid left: reset drift
         s, c = 0.0, 0.0
-    if i[io] % w == 0:  # once per window cycle, re-sum the buffer exactly (amortized O(1))
-        s, c = 0.0, 0.0
+    if i[io] % w == 0:  # once per window cycle, re-sum the buffer exactly (amortized O(1)): rounding
+        s, c = 0.0, 0.0  # left by values that have since left the window never outlives them
         for k in range(w):
             v = f[fo + k]
             if not math.isnan(v):
                 s, c = neumaier(s, c, v)
     f[so], f[so + 1] = s, c
-    return window_value(s + c, i, io)
+    return s + c
+
+
+@_jit
+def step_sum(f, fo, i, io, w, x):
+    return window_value(running_sum(f, fo, i, io, w, x), i, io)
 
 
 @_jit
 def step_mean(f, fo, i, io, w, x):
-    # the same running sum as step_sum, divided by w
-    old = push(f, fo, i, io, w, x)
-    so = fo + w
-    s, c = neumaier(f[so], f[so + 1], 0.0 if math.isnan(x) else x)
-    s, c = neumaier(s, c, 0.0 if math.isnan(old) else -old)
-    if i[io + 1] == w:
-        s, c = 0.0, 0.0
-    if i[io] % w == 0:
-        s, c = 0.0, 0.0
-        for k in range(w):
-            v = f[fo + k]
-            if not math.isnan(v):
-                s, c = neumaier(s, c, v)
-    f[so], f[so + 1] = s, c
-    return window_value((s + c) / w, i, io)
+    return window_value(running_sum(f, fo, i, io, w, x) / w, i, io)
 
 
 # ---------------------------------------------------------------------------
@@ -401,17 +393,23 @@ def step_slope(f, fo, i, io, w, x):
 # order statistics: scans of buf0[w] (only when the window is complete)
 # ---------------------------------------------------------------------------
 @_jit
-def step_extreme(f, fo, i, io, w, x, sign):
-    """Max (sign 1) or Min (sign -1) of the window."""
-    push(f, fo, i, io, w, x)
-    if i[io + 1] != 0:
-        return NAN
+def signed_max(f, fo, w, sign):
+    """max(sign * buffer): the max (sign 1) or minus the min (sign -1) of a window without NaN."""
     best = sign * f[fo]
     for k in range(1, w):
         v = sign * f[fo + k]
         if v > best:
             best = v
-    return finite(sign * best)
+    return best
+
+
+@_jit
+def step_extreme(f, fo, i, io, w, x, sign):
+    """Max (sign 1) or Min (sign -1) of the window."""
+    push(f, fo, i, io, w, x)
+    if i[io + 1] != 0:
+        return NAN
+    return finite(sign * signed_max(f, fo, w, sign))
 
 
 @_jit
@@ -420,11 +418,7 @@ def step_bars_since(f, fo, i, io, w, x, sign):
     push(f, fo, i, io, w, x)
     if i[io + 1] != 0:
         return NAN
-    best = sign * f[fo]
-    for k in range(1, w):
-        v = sign * f[fo + k]
-        if v > best:
-            best = v
+    best = signed_max(f, fo, w, sign)
     last = i[io] - 1  # position count of the newest value
     age = w
     for k in range(w):
