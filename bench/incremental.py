@@ -17,10 +17,14 @@ after a warm-up of ``max lookback`` timestamps so every window is full:
 * one symbol per call, ``update_ts(t, [s], bar)``: the per-symbol stage's cost per bar;
 * the same plus ``cross_section([s], ...)``: what ``bench/features.py`` reported as
   "single symbol per call" before;
-* all symbols of a timestamp per call (k = the universe, 505 on the full set):
+* all symbols of a timestamp per call (k = the universe at those timestamps, ~485 of 505):
   ``process_timestamp`` (time-series + market + cross-sectional stages) and ``update_ts`` alone;
 * serialized state bytes per symbol (``get_state``) and the first call's time (JIT compile
   or cache load for the compiled engine).
+
+Time per bar is the median over calls (one call = one bar, or one timestamp divided by its
+bars), so that another process's burst on the shared machine does not move it; the means are
+kept in the JSON's ``runs``.
 
 Writes bench/results/incremental.json and incremental.md. Timing is never a test.
 """
@@ -75,6 +79,17 @@ def measure(n_symbols: int | None, n_timestamps: int, n_single: int) -> dict:
         m = slice(a, z) if mask is None else np.flatnonzero(mask[a:z]) + a
         return dates[a], list(syms[m]), {f: v[m] for f, v in cols.items()}
 
+    def per_bar_us(fn, calls) -> tuple[float, float]:
+        """(median over calls, mean) of the time per bar of ``fn(*args)``, in us."""
+        per_bar, total, n = [], 0.0, 0
+        for args, k in calls:
+            t = time.perf_counter()
+            fn(*args)
+            dt = time.perf_counter() - t
+            per_bar.append(dt / k)
+            total, n = total + dt, n + k
+        return float(np.median(per_bar)) * 1e6, total / n * 1e6
+
     # all symbols of a timestamp per call ------------------------------------------------
     eng = FeatureEngine(sectors=sectors, capacity=res["symbols"])
     feed_side_inputs(eng, fund)
@@ -83,20 +98,12 @@ def measure(n_symbols: int | None, n_timestamps: int, n_single: int) -> dict:
     res["first_call_s"] = time.perf_counter() - t
     for a, z in warm[1:]:
         eng.process_timestamp(*batch(a, z))
-    n_bars = sum(z - a for a, z in timed)
-    half = len(timed) // 2  # first half: whole stages; second half: the time-series stage alone
-    t = time.perf_counter()
-    for a, z in timed[:half]:
-        eng.process_timestamp(*batch(a, z))
-    vec_s = time.perf_counter() - t
-    bars_first = sum(z - a for a, z in timed[:half])
-    t = time.perf_counter()
-    for a, z in timed[half:]:
-        eng.update_ts(*batch(a, z))
-    ts_s = time.perf_counter() - t
-    res["vectorized_k"] = int(np.mean([z - a for a, z in timed]))
-    res["vectorized_us_per_bar"] = vec_s / bars_first * 1e6
-    res["vectorized_update_ts_us_per_bar"] = ts_s / (n_bars - bars_first) * 1e6
+    calls = [(batch(a, z), z - a) for a, z in timed]
+    half = len(calls) // 2  # first half: whole stages; second half: the time-series stage alone
+    res["vectorized_k"] = int(np.mean([k for _, k in calls]))
+    res["vectorized_us_per_bar"], res["vectorized_us_per_bar_mean"] = per_bar_us(eng.process_timestamp, calls[:half])
+    res["vectorized_update_ts_us_per_bar"], res["vectorized_update_ts_us_per_bar_mean"] = per_bar_us(
+        eng.update_ts, calls[half:])
     sizes = [eng.state_nbytes(s) for s in eng.slots]
     res["state_bytes_per_symbol"] = int(max(sizes))
     del eng
@@ -109,20 +116,13 @@ def measure(n_symbols: int | None, n_timestamps: int, n_single: int) -> dict:
     for a, z in warm:
         if mask[a:z].any():
             one.process_timestamp(*batch(a, z, mask))
-    calls = [(dates[i], [syms[i]], {f: v[i:i + 1] for f, v in cols.items()})
+    calls = [((dates[i], [syms[i]], {f: v[i:i + 1] for f, v in cols.items()}), 1)
              for a, z in timed for i in range(a, z) if mask[i]]
     half = len(calls) // 2  # first half: update_ts alone; second half: + cross_section([s])
-    t = time.perf_counter()
-    for d, s, b in calls[:half]:
-        one.update_ts(d, s, b)
-    single_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for d, s, b in calls[half:]:
-        one.cross_section(s, one.update_ts(d, s, b))
-    single_cs_s = time.perf_counter() - t
     res["single_calls"] = len(calls)
-    res["single_update_ts_us"] = single_s / half * 1e6
-    res["single_update_ts_cross_section_us"] = single_cs_s / (len(calls) - half) * 1e6
+    res["single_update_ts_us"], res["single_update_ts_us_mean"] = per_bar_us(one.update_ts, calls[:half])
+    res["single_update_ts_cross_section_us"], res["single_update_ts_cross_section_us_mean"] = per_bar_us(
+        lambda d, s, b: one.cross_section(s, one.update_ts(d, s, b)), calls[half:])
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}
 
 
@@ -195,6 +195,7 @@ def main(argv=None) -> dict:
 
     keys = ["single_update_ts_us", "single_update_ts_cross_section_us", "vectorized_us_per_bar",
             "vectorized_update_ts_us_per_bar"]
+    keys += [k + "_mean" for k in keys]
     best = {label: {k: min(r[k] for r in rs) for k in keys} | {k: rs[0][k] for k in rs[0] if k not in keys}
             for label, rs in runs.items()}
     b, a = best["before"], best["after"]
@@ -228,7 +229,8 @@ def main(argv=None) -> dict:
     cmd = "python bench/incremental.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     meta = {"command": cmd, "before_commit": base_id, "after_commit": head_id + (" + uncommitted changes" if dirty else ""),
             "how": "baseline technic/ extracted with git archive; each side measured in its own subprocess, "
-                   f"alternating, best of {args.repeats}",
+                   f"alternating, best of {args.repeats}; time per bar = median over calls (robust to the "
+                   "shared machine's other load; the means are in runs)",
             "rows": a["rows"], "symbols": a["symbols"], "max_lookback": a["max_lookback"],
             "timed_timestamps": a["timed_timestamps"], "single_symbol_calls": a["single_calls"],
             "runs": {label: [{k: v for k, v in r.items() if k in keys} for r in rs] for label, rs in runs.items()},
