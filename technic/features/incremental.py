@@ -2,10 +2,13 @@
 
 ``FeatureEngine`` keeps one state slot per symbol (ring buffers and running
 statistics of every operator, the symbol's point-in-time fundamentals and
-alt-data values, last timestamp/sequence) in struct-of-arrays form, so that
-the bars of many symbols at one timestamp update in a single vectorized call
-(what the stream does with a micro-batch). Each symbol's state still evolves
-only with its own bars, in order.
+alt-data values, last timestamp/sequence) in struct-of-arrays form: one float
+row and one int row per slot and program (``plan.StateTable``). An update is
+one compiled call over the program's flat schedule (``plan.StepPlan``,
+``kernels.run_plan``), whether it carries one symbol's bar (the per-symbol
+stage, bars arriving one by one) or all symbols of a timestamp (a
+micro-batch); each symbol's state evolves only with its own bars, in order,
+and its values are bit-identical either way.
 
 Order rules: a bar whose timestamp is not after the symbol's last one is
 rejected with ``OrderError`` (duplicate or out-of-order) *before* any state
@@ -14,7 +17,11 @@ changes. Fundamentals take effect at the first bar on/after their
 the as-of joins of the batch path.
 
 A symbol's state serializes to bytes (``get_state``/``set_state``) and
-round-trips exactly; that is what the stream stores in its tables.
+round-trips exactly; that is what the stream stores in its tables. Format 2,
+pickle-free: a little-endian uint32 header length, a JSON header (format,
+program hashes, state layout hashes, symbol, pending side-input rows), then
+the symbol's rows: time-series floats and ints, market floats and ints, then
+last_ts, last_seq, n_bars, fundamentals (+ their key), alt values (+ dates).
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from ..errors import OrderError
 from . import registry as R
 from .batch import market_program, sector_codes, ts_program
 from .cross_section import apply_cross_section, market_return
-from .program import Program, grow_states
+from .plan import StateTable, StepPlan
+from .program import Program
 
 NAT = np.iinfo(np.int64).min
 _FUND = list(R.FUNDAMENTAL_INPUTS)
 _ALT = list(R.ALT_FIELDS)
-_FORMAT = 1
+_TS_INPUTS = [*R.BAR_FIELDS, *_FUND, *_ALT]  # column order of the time-series stage's inputs
+_FORMAT = 2
 
 
 def to_ns(ts) -> int:
@@ -43,29 +52,30 @@ def to_ns(ts) -> int:
 
 
 class _Stage:
-    """States of one program for a growable set of symbol slots."""
+    """One program's schedule and the state rows of a growable set of symbol slots."""
 
-    def __init__(self, program: Program, capacity: int):
+    def __init__(self, program: Program, inputs: Sequence[str], capacity: int):
         self.program = program
-        self.states = program.init_state(capacity)
+        self.plan = StepPlan.of_program(program, inputs)
+        self.table = StateTable(self.plan, capacity)
 
     def grow(self, n: int) -> None:
-        self.states = grow_states(self.states, self.program.nodes, n)
+        self.table.grow(n)
 
-    def slot_arrays(self) -> list[tuple[int, str]]:
-        return [(i, k) for i, st in enumerate(self.states) for k in sorted(st)]
+    def run(self, rows: np.ndarray, X: np.ndarray) -> np.ndarray:
+        return self.plan.run(self.table.F, self.table.I, rows, X)
 
 
 class FeatureEngine:
     """Per-symbol incremental feature state for every feature of the registry."""
 
     def __init__(self, sectors: Mapping[str, str] | None = None, capacity: int = 64):
-        self.ts = _Stage(ts_program(), capacity)
-        self.mkt = _Stage(market_program(), capacity)
+        self.ts = _Stage(ts_program(), _TS_INPUTS, capacity)
+        self.mkt = _Stage(market_program(), list(R.MARKET_FIELDS), capacity)
         self.capacity = capacity
         self.slots: dict[str, int] = {}
         self.sectors = dict(sectors or {})
-        self._sector_names = sorted({s for s in self.sectors.values() if isinstance(s, str) and s})
+        self._sector_code = dict(zip(self.sectors, sector_codes(self.sectors, self.sectors).tolist()))
         self.last_ts = np.full(capacity, NAT, np.int64)
         self.last_seq = np.full(capacity, -1, np.int64)
         self.n_bars = np.zeros(capacity, np.int64)
@@ -78,6 +88,9 @@ class FeatureEngine:
         self.ts_names = self.ts.program.output_names
         self.market_names = self.mkt.program.output_names
         self.feature_names = R.FEATURE_NAMES
+        if self.feature_names != [*self.ts_names, *self.market_names, *(c.name for c in R.CROSS_SECTION)]:
+            raise ValueError("registry order must be time-series, market, then cross-sectional features")
+        self._column = {name: j for j, name in enumerate(self.feature_names)}
 
     # -- slots ---------------------------------------------------------------
     def slot(self, symbol: str) -> int:
@@ -156,23 +169,22 @@ class FeatureEngine:
     def update_ts(self, ts, symbols: Sequence[str], bars: Mapping[str, np.ndarray],
                   seq: Iterable[int] | None = None) -> np.ndarray:
         """Feed one bar per symbol at ``ts``; return the (k, n_ts) time-series features."""
-        bad = self.check_order(ts, symbols)
+        t = to_ns(ts)
+        bad = self.check_order(t, symbols)
         if bad:
             first = next(iter(bad))
-            raise OrderError(f"bar at {np.datetime64(to_ns(ts), 'ns')} for {first} is {bad[first]} "
+            raise OrderError(f"bar at {np.datetime64(t, 'ns')} for {first} is {bad[first]} "
                              f"(last bar at {np.datetime64(int(self.last_ts[self.slots[first]]), 'ns')}); "
                              f"{len(bad)} symbol(s) rejected, state unchanged")
-        t = to_ns(ts)
         rows = np.array([self.slot(s) for s in symbols], dtype=np.intp)
         self._apply_pending(rows, t)
-        inputs = {f: np.asarray(bars[f], dtype=np.float64) for f in R.BAR_FIELDS}
-        fund = self.fund[rows]
-        for j, f in enumerate(_FUND):
-            inputs[f] = fund[:, j]
-        alt = self.alt[rows]
-        for j, f in enumerate(_ALT):
-            inputs[f] = alt[:, j]
-        out = self.ts.program.step(self.ts.states, rows, inputs)
+        nb, nf = len(R.BAR_FIELDS), len(_FUND)
+        X = np.empty((len(rows), len(_TS_INPUTS)))
+        for j, f in enumerate(R.BAR_FIELDS):
+            X[:, j] = bars[f]
+        X[:, nb:nb + nf] = self.fund[rows]
+        X[:, nb + nf:] = self.alt[rows]
+        out = self.ts.run(rows, X)
         self.last_ts[rows] = t
         self.n_bars[rows] += 1
         if seq is not None:
@@ -187,14 +199,18 @@ class FeatureEngine:
         matrix in registry order.
         """
         rows = np.array([self.slots[s] for s in symbols], dtype=np.intp)
-        ret = ts_matrix[:, self.ts_names.index("ret_1")]
-        mkt = np.full(len(rows), market_return(ret))
-        m_out = self.mkt.program.step(self.mkt.states, rows, {"ret": ret, "mkt_ret": mkt})
-        values = {n: ts_matrix[:, j] for j, n in enumerate(self.ts_names)}
-        values.update({n: m_out[:, j] for j, n in enumerate(self.market_names)})
-        groups = sector_codes(symbols, self.sectors) if self.sectors else np.full(len(rows), -1, np.int64)
-        values.update(apply_cross_section(R.CROSS_SECTION, values, groups))
-        return np.column_stack([values[n] for n in self.feature_names])
+        n_ts, n_mkt = len(self.ts_names), len(self.market_names)
+        out = np.empty((len(rows), len(self.feature_names)))
+        out[:, :n_ts] = ts_matrix
+        X = np.empty((len(rows), 2))  # the market stage's inputs: ret, mkt_ret
+        X[:, 0] = ts_matrix[:, self._column["ret_1"]]
+        X[:, 1] = market_return(X[:, 0])
+        out[:, n_ts:n_ts + n_mkt] = self.mkt.run(rows, X)
+        groups = np.array([self._sector_code.get(s, -1) for s in symbols], dtype=np.int64)
+        sources = {c.source: out[:, self._column[c.source]] for c in R.CROSS_SECTION}
+        for name, vec in apply_cross_section(R.CROSS_SECTION, sources, groups).items():
+            out[:, self._column[name]] = vec
+        return out
 
     def process_timestamp(self, ts, symbols: Sequence[str], bars: Mapping[str, np.ndarray],
                           seq: Iterable[int] | None = None) -> tuple[list[str], np.ndarray]:
@@ -210,14 +226,11 @@ class FeatureEngine:
     def get_state(self, symbol: str) -> bytes:
         """The symbol's full state (both stages, side inputs, pending rows) as bytes."""
         s = self.slots[symbol]
-        parts = []
-        for stage in (self.ts, self.mkt):
-            for i, k in stage.slot_arrays():
-                parts.append(np.ascontiguousarray(stage.states[i][k][s]).tobytes())
-        for arr in (self.last_ts, self.last_seq, self.n_bars, self.fund, self.fund_key, self.alt, self.alt_date):
-            parts.append(np.ascontiguousarray(arr[s]).tobytes())
+        parts = [stage.table.row_bytes(s) for stage in (self.ts, self.mkt)]
+        for arr in self._side_arrays():
+            parts.append(np.ascontiguousarray(arr[s]).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
         header = orjson.dumps({
-            "format": _FORMAT, "program": self.ts.program.hash + self.mkt.program.hash, "symbol": symbol,
+            "format": _FORMAT, "program": self._program_hash(), "layout": self._layout_hash(), "symbol": symbol,
             "pending_fund": [[a, p, v.tobytes().hex()] for a, p, v in self.pending_fund.get(s, [])],
             "pending_alt": [[d, j, _hexf(v)] for d, j, v in self.pending_alt.get(s, [])],
         })
@@ -227,28 +240,28 @@ class FeatureEngine:
         """Restore a symbol's state from ``get_state`` bytes (exact round trip)."""
         (hlen,) = struct.unpack_from("<I", blob)
         header = orjson.loads(blob[4:4 + hlen])
-        if header.get("format") != _FORMAT or header.get("program") != self.ts.program.hash + self.mkt.program.hash:
+        if header.get("program") != self._program_hash():
             raise ValueError(f"state of {symbol} was written by another feature registry "
                              f"({header.get('program')}); it cannot be restored into this one")
-        s = self.slot(symbol)
+        if header.get("format") != _FORMAT or header.get("layout") != self._layout_hash():
+            raise ValueError(f"state of {symbol} has format {header.get('format')} / layout {header.get('layout')}; "
+                             f"this engine reads format {_FORMAT} / layout {self._layout_hash()}")
         off = 4 + hlen
-
-        def take(dtype, shape):
-            nonlocal off
-            n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            arr = np.frombuffer(blob, dtype=dtype, count=int(np.prod(shape)), offset=off).reshape(shape)
-            off += n
-            return arr
-
+        want = (sum(stage.table.row_nbytes for stage in (self.ts, self.mkt))
+                + sum(a[0].nbytes for a in self._side_arrays()))
+        if len(blob) - off != want:
+            raise ValueError(f"state of {symbol}: {len(blob) - off} bytes after the header, expected {want}"
+                             f"{' (trailing bytes)' if len(blob) - off > want else ''}; corrupt state")
+        s = self.slot(symbol)  # may grow the arrays: take them after
+        sides = self._side_arrays()
+        view = memoryview(blob)
         for stage in (self.ts, self.mkt):
-            for i, k in stage.slot_arrays():
-                a = stage.states[i][k]
-                a[s] = take(a.dtype, a.shape[1:])
-        for name in ("last_ts", "last_seq", "n_bars", "fund", "fund_key", "alt", "alt_date"):
-            a = getattr(self, name)
-            a[s] = take(a.dtype, a.shape[1:])
-        if off != len(blob):
-            raise ValueError(f"state of {symbol}: {len(blob) - off} trailing bytes; corrupt state")
+            stage.table.load_row(s, view[off:off + stage.table.row_nbytes])
+            off += stage.table.row_nbytes
+        for a in sides:
+            n = a[0].nbytes
+            a[s] = np.frombuffer(view[off:off + n], dtype=a.dtype.newbyteorder("<")).reshape(a.shape[1:])
+            off += n
         self.pending_fund.pop(s, None)
         self.pending_alt.pop(s, None)
         if header["pending_fund"]:
@@ -259,6 +272,15 @@ class FeatureEngine:
 
     def state_nbytes(self, symbol: str) -> int:
         return len(self.get_state(symbol))
+
+    def _side_arrays(self) -> list[np.ndarray]:
+        return [self.last_ts, self.last_seq, self.n_bars, self.fund, self.fund_key, self.alt, self.alt_date]
+
+    def _program_hash(self) -> str:
+        return self.ts.program.hash + self.mkt.program.hash
+
+    def _layout_hash(self) -> str:
+        return self.ts.plan.layout_hash + self.mkt.plan.layout_hash
 
 
 def _num(x) -> float:

@@ -10,11 +10,14 @@ of the same maths:
   histories are padded with NaN at the end; every operator is causal, so the
   padding never reaches earlier rows.
 * ``step(state, rows, *xs)``: incremental. ``state`` is a dict of arrays whose
-  leading dimension is the number of symbol slots; ``rows`` selects the slots
-  that receive one new bar each; each ``x`` is a 1-D array aligned with
-  ``rows``. It updates the state in place and returns the new values. This is
-  O(1) per bar for elementwise, Ref, Sum/Mean/Std/Var/Cov/Corr/Slope/Skew/EMA
-  operators, and an O(w) vectorized scan for Max/Min/ArgMax/TsRank.
+  leading dimension is the number of symbol slots (``init_state``, laid out by
+  ``state_fields()``); ``rows`` selects the slots that receive one new bar
+  each; each ``x`` is a 1-D array aligned with ``rows``. It updates the state
+  in place and returns the new values. The step maths are compiled scalar
+  kernels (``kernels.py``, selected by ``opcode``), the very code the
+  evaluators run for whole programs (``plan.StepPlan``): O(1) per bar for
+  elementwise, Ref, Sum/Mean/Std/Var/Cov/Corr/Slope/Skew/EMA operators, an
+  O(w) scan for Max/Min/BarsSince/TsRank.
 
 Conventions shared by both evaluations (so they agree):
 
@@ -32,6 +35,9 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+
+from . import kernels as K
+from .plan import StateField, StepPlan, init_state_dict, pack_rows, unpack_rows
 
 State = dict[str, np.ndarray]
 
@@ -69,11 +75,14 @@ class Op:
     """Base class of expression nodes.
 
     Subclasses set ``children`` (input nodes) and ``params`` (hashable
-    parameters) and implement ``batch`` and ``step``. ``key`` identifies the
-    node structurally so that identical sub-expressions are evaluated once.
+    parameters), implement ``batch``, and declare their step form: ``opcode``
+    (the kernel in ``kernels.py``), ``kernel_params()`` and ``state_fields()``
+    (the per-slot state, in kernel layout order). ``key`` identifies the node
+    structurally so that identical sub-expressions are evaluated once.
     """
 
     name: str = "op"
+    opcode: int = -1
     children: tuple["Op", ...] = ()
     params: tuple = ()
 
@@ -101,12 +110,38 @@ class Op:
     def batch(self, *xs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def state_fields(self) -> tuple[StateField, ...]:
+        """The per-slot state of the step form, in kernel layout order (none by default)."""
+        return ()
+
+    def kernel_params(self) -> tuple[int, float]:
+        """The (integer, float) parameter the kernel reads (window, span, exponent, ...)."""
+        return 0, 0.0
+
     def init_state(self, n: int) -> State:
         """Fresh state for ``n`` symbol slots (stateless ops return {})."""
-        return {}
+        return init_state_dict(self.state_fields(), n)
 
-    def step(self, state: State, rows: np.ndarray, *xs: np.ndarray) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    def step(self, state: State, rows, *xs: np.ndarray) -> np.ndarray:
+        """One new input per slot in ``rows``: update ``state`` in place, return the values.
+
+        Runs this node alone through the compiled kernel (inputs as plan fields).
+        """
+        plan = self.__dict__.get("_step_plan")
+        if plan is None:
+            ins = [Field(f"_in{j}") for j in range(len(self.children))]
+            plan = StepPlan(ins + [self], [()] * len(ins) + [tuple(range(len(ins)))], [len(ins)],
+                            [f.params[0] for f in ins])
+            self._step_plan = plan
+        idx = as_index(rows)
+        k = len(idx)
+        fields = self.state_fields()
+        F, I = pack_rows(fields, state, idx)
+        X = np.column_stack([np.broadcast_to(np.asarray(x, np.float64), (k,)) for x in xs]) if xs \
+            else np.empty((k, 0))
+        out = plan.run(F, I, np.arange(k), X)[:, 0]
+        unpack_rows(fields, state, idx, F, I)
+        return out
 
     # -- algebra ---------------------------------------------------------
     def __add__(self, o): return Add(self, _const(o))
@@ -128,6 +163,7 @@ class Field(Op):
     """An input column: a bar field, a point-in-time fundamental or alt field."""
 
     name = "Field"
+    opcode = K.FIELD
 
     def __init__(self, field: str):
         self.params = (field,)
@@ -148,6 +184,7 @@ class Const(Op):
     """A constant number."""
 
     name = "Const"
+    opcode = K.CONST
 
     def __init__(self, value: float):
         self.params = (float(value),)
@@ -162,12 +199,15 @@ class Const(Op):
     def batch(self, *xs):
         return np.float64(self.params[0])
 
+    def kernel_params(self):
+        return 0, self.params[0]
+
     def step(self, state, rows, *xs):
         return np.full(n_rows(rows), self.params[0])
 
 
 # ---------------------------------------------------------------------------
-# elementwise: the same numpy function serves both evaluations
+# elementwise: a numpy function (batch) and its scalar twin in kernels.elementwise (step)
 # ---------------------------------------------------------------------------
 class Elementwise(Op):
     """Stateless operator: value at a bar depends only on inputs at that bar."""
@@ -178,10 +218,6 @@ class Elementwise(Op):
         self.children = tuple(_const(c) for c in children)
 
     def batch(self, *xs):
-        with np.errstate(all="ignore"):
-            return _finite(self.fn(*xs))
-
-    def step(self, state, rows, *xs):
         with np.errstate(all="ignore"):
             return _finite(self.fn(*xs))
 
@@ -216,31 +252,32 @@ def _cmp(fn):
     return f
 
 
-def _elementwise(name: str, fn: Callable, doc: str) -> type:
-    cls = type(name, (Elementwise,), {"name": name, "fn": staticmethod(fn), "__doc__": doc})
+def _elementwise(name: str, fn: Callable, opcode: int, doc: str) -> type:
+    cls = type(name, (Elementwise,), {"name": name, "fn": staticmethod(fn), "opcode": opcode, "__doc__": doc})
     return cls
 
 
-Add = _elementwise("Add", np.add, "a + b")
-Sub = _elementwise("Sub", np.subtract, "a - b")
-Mul = _elementwise("Mul", np.multiply, "a * b")
-Div = _elementwise("Div", _safe_div, "a / b; NaN where b == 0")
-Log = _elementwise("Log", _safe_log, "natural log; NaN for non-positive input")
-Abs = _elementwise("Abs", np.abs, "absolute value")
-Sqrt = _elementwise("Sqrt", _safe_sqrt, "square root; NaN for negative input")
-Sign = _elementwise("Sign", np.sign, "sign: -1, 0 or 1 (NaN stays NaN)")
-Greater = _elementwise("Greater", np.maximum, "elementwise max(a, b) (NaN if either is NaN)")
-Less = _elementwise("Less", np.minimum, "elementwise min(a, b) (NaN if either is NaN)")
-Gt = _elementwise("Gt", _cmp(np.greater), "1.0 if a > b else 0.0 (NaN if either is NaN)")
-Lt = _elementwise("Lt", _cmp(np.less), "1.0 if a < b else 0.0 (NaN if either is NaN)")
-Eq = _elementwise("Eq", _cmp(np.equal), "1.0 if a == b else 0.0 (NaN if either is NaN)")
-Exp = _elementwise("Exp", np.exp, "exponential")
+Add = _elementwise("Add", np.add, K.ADD, "a + b")
+Sub = _elementwise("Sub", np.subtract, K.SUB, "a - b")
+Mul = _elementwise("Mul", np.multiply, K.MUL, "a * b")
+Div = _elementwise("Div", _safe_div, K.DIV, "a / b; NaN where b == 0")
+Log = _elementwise("Log", _safe_log, K.LOG, "natural log; NaN for non-positive input")
+Abs = _elementwise("Abs", np.abs, K.ABS, "absolute value")
+Sqrt = _elementwise("Sqrt", _safe_sqrt, K.SQRT, "square root; NaN for negative input")
+Sign = _elementwise("Sign", np.sign, K.SIGN, "sign: -1, 0 or 1 (NaN stays NaN)")
+Greater = _elementwise("Greater", np.maximum, K.GREATER, "elementwise max(a, b) (NaN if either is NaN)")
+Less = _elementwise("Less", np.minimum, K.LESS, "elementwise min(a, b) (NaN if either is NaN)")
+Gt = _elementwise("Gt", _cmp(np.greater), K.GT, "1.0 if a > b else 0.0 (NaN if either is NaN)")
+Lt = _elementwise("Lt", _cmp(np.less), K.LT, "1.0 if a < b else 0.0 (NaN if either is NaN)")
+Eq = _elementwise("Eq", _cmp(np.equal), K.EQ, "1.0 if a == b else 0.0 (NaN if either is NaN)")
+Exp = _elementwise("Exp", np.exp, K.EXP, "exponential")
 
 
 class Power(Elementwise):
     """a ** p for a constant exponent p."""
 
     name = "Power"
+    opcode = K.POWER
 
     def __init__(self, child: Op, p: float):
         super().__init__(child)
@@ -248,6 +285,9 @@ class Power(Elementwise):
 
     def fn(self, a):  # type: ignore[override]
         return np.power(a, self.params[0])
+
+    def kernel_params(self):
+        return 0, self.params[0]
 
 
 # ---------------------------------------------------------------------------
@@ -257,6 +297,7 @@ class Ref(Op):
     """Value of ``x`` ``n`` bars ago (NaN until ``n`` bars of history exist)."""
 
     name = "Ref"
+    opcode = K.REF
 
     def __init__(self, x: Op, n: int):
         if int(n) < 1:
@@ -274,19 +315,12 @@ class Ref(Op):
         out[n:] = x[:-n]
         return out
 
-    def init_state(self, n_slots):
-        n = self.params[0]
-        return {"buf": np.full((n_slots, n), np.nan), "cnt": np.zeros(n_slots, np.int64)}
+    def kernel_params(self):
+        return self.params[0], 0.0
 
-    def step(self, st, rows, x):
-        n = self.params[0]
-        cnt = st["cnt"][rows]
-        flat = as_index(rows) * n + cnt % n
-        buf = st["buf"].reshape(-1)
-        old = buf[flat]
-        buf[flat] = x
-        st["cnt"][rows] = cnt + 1
-        return old
+    def state_fields(self):
+        # a ring buffer of the last n inputs, and the number of inputs seen
+        return (StateField("buf", "f", np.nan, self.params[0]), StateField("cnt", "i", 0))
 
 
 def Delta(x: Op, n: int) -> Op:

@@ -3,7 +3,10 @@
 ``incremental_features`` replays bars timestamp by timestamp through a
 ``FeatureEngine`` (each symbol's state sees only its own bars, in order, one
 at a time) and collects every feature value; ``compare`` matches them with
-``compute_features`` on the same data.
+``compute_features`` on the same data. With ``one_symbol_per_call`` each bar
+is its own ``update_ts`` call (the per-symbol stage's path) and the market and
+cross-sectional stages run once per timestamp over all its symbols (the
+scoring stage's path).
 
 Tolerance: a value mismatches when exactly one side is NaN, or when
 ``|a - b| > rtol * max(|a|, |b|, scale_f)``, where ``scale_f`` is the median
@@ -42,7 +45,7 @@ def feed_side_inputs(engine: FeatureEngine, fundamentals=None, alt=None) -> None
 
 def incremental_features(bars: pd.DataFrame, fundamentals=None, securities=None, alt=None,
                          progress: Callable[[int], None] | None = None,
-                         engine: FeatureEngine | None = None) -> pd.DataFrame:
+                         engine: FeatureEngine | None = None, one_symbol_per_call: bool = False) -> pd.DataFrame:
     """Every feature computed bar by bar by the incremental evaluator."""
     b = _check_bars(bars)
     engine = engine or FeatureEngine(sectors=sectors_from(securities), capacity=max(64, b["symbol"].nunique()))
@@ -52,7 +55,12 @@ def incremental_features(bars: pd.DataFrame, fundamentals=None, securities=None,
     cols = {f: b[f].to_numpy(np.float64) for f in R.BAR_FIELDS}
     out = np.empty((len(b), len(R.FEATURE_NAMES)))
     for a, z in date_slices(dates):
-        names, mat = engine.process_timestamp(dates[a], list(syms[a:z]), {f: v[a:z] for f, v in cols.items()})
+        if one_symbol_per_call:
+            ts = np.vstack([engine.update_ts(dates[i], [syms[i]], {f: v[i:i + 1] for f, v in cols.items()})
+                            for i in range(a, z)])
+            mat = engine.cross_section(list(syms[a:z]), ts)
+        else:
+            names, mat = engine.process_timestamp(dates[a], list(syms[a:z]), {f: v[a:z] for f, v in cols.items()})
         out[a:z] = mat  # bars are sorted by (date, symbol) and so are the returned names
         if progress is not None:
             progress(z - a)

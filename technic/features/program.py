@@ -3,7 +3,8 @@
 Identical sub-expressions (same operator, parameters and inputs) become one
 node, so ``Ref(close, 1)`` is computed once however many features use it. The
 same compiled program is run by the batch evaluator (``run_batch``, whole
-panels) and the incremental one (``step``, one bar per symbol slot).
+panels) and the incremental one (``step``, one bar per symbol slot, through
+its flat schedule ``plan``: one compiled call per update, see ``plan.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import numpy as np
 
 from .ops import Const, Field, Op
+from .plan import StateTable, StepPlan
 
 
 class Program:
@@ -46,7 +48,8 @@ class Program:
         for k, i in self._last_use.items():
             if k not in keep:
                 self._free_after.setdefault(i, []).append(k)
-        self.stateful = [i for i, n in enumerate(self.nodes) if n.init_state(1)]
+        self.stateful = [i for i, n in enumerate(self.nodes) if n.state_fields()]
+        self._plan: StepPlan | None = None
 
     @property
     def hash(self) -> str:
@@ -74,37 +77,21 @@ class Program:
                 for name, idx in self.outputs.items()}
 
     # -- incremental -----------------------------------------------------------
-    def init_state(self, n_slots: int) -> list[dict[str, np.ndarray]]:
-        return [node.init_state(n_slots) for node in self.nodes]
+    @property
+    def plan(self) -> StepPlan:
+        """The flat incremental schedule (inputs in ``self.fields`` order)."""
+        if self._plan is None:
+            self._plan = StepPlan.of_program(self)
+        return self._plan
 
-    def step(self, states: list[dict], rows: np.ndarray, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def init_state(self, n_slots: int) -> StateTable:
+        """Fresh state rows for ``n_slots`` symbol slots."""
+        return StateTable(self.plan, n_slots)
+
+    def step(self, states: StateTable, rows: np.ndarray, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Feed one bar to each slot in ``rows``; return a (len(rows), n_outputs) matrix."""
-        vals: list[np.ndarray | None] = [None] * len(self.nodes)
-        k = len(rows)
-        if k and rows[-1] - rows[0] == k - 1 and (k == 1 or np.all(np.diff(rows) == 1)):
-            rows = slice(int(rows[0]), int(rows[-1]) + 1)  # contiguous slots: views, not gathers
-        for i, node in enumerate(self.nodes):
-            if isinstance(node, Field):
-                vals[i] = inputs[node.params[0]]
-            elif isinstance(node, Const):
-                vals[i] = np.full(k, node.params[0])
-            else:
-                vals[i] = node.step(states[i], rows, *(vals[j] for j in self.children[i]))
-        out = np.empty((k, len(self.outputs)))
-        for j, idx in enumerate(self.outputs.values()):
-            out[:, j] = vals[idx]
-        return out
-
-
-def grow_states(states: list[dict[str, np.ndarray]], programs_nodes: list[Op], new_n: int) -> list[dict]:
-    """Return states resized to ``new_n`` slots (new slots get a fresh state)."""
-    out = []
-    for st, node in zip(states, programs_nodes):
-        if not st:
-            out.append(st)
-            continue
-        fresh = node.init_state(new_n)
-        for key, arr in st.items():
-            fresh[key][: arr.shape[0]] = arr
-        out.append(fresh)
-    return out
+        rows = np.asarray(rows, dtype=np.intp)
+        X = np.empty((len(rows), len(self.fields)))
+        for j, name in enumerate(self.fields):
+            X[:, j] = inputs[name]
+        return self.plan.run(states.F, states.I, rows, X)
