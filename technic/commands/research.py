@@ -17,6 +17,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import RegistryError, TechnicError
+from .features import PRICE_BASIS_HELP, SPLITS_HELP
 from .progress import progress_bar
 
 
@@ -54,12 +55,14 @@ def _registry_root(registry: Optional[Path]) -> Path:
     return Path(env) if env else Path("registry")
 
 
-def _inputs(bars, fundamentals, securities, start, end):
-    """Every symbol of the files (features and per-date transforms use the whole cross-section)."""
+def _inputs(bars, fundamentals, securities, start, end, splits=None, price_basis: str = "adjusted"):
+    """Every symbol of the files (features and per-date transforms use the whole cross-section);
+    fundamentals split-consistent with the bars (``splits`` file, else detected splits)."""
     from .features import load_inputs
     if start and end and str(start) > str(end):
         raise TechnicError(f"empty date range: --start {start} is after --end {end}")
-    b, f, s, _ = load_inputs(bars, fundamentals, securities, None, None, start=start, end=end)
+    b, f, s, _ = load_inputs(bars, fundamentals, securities, None, None, start=start, end=end, splits=splits,
+                             price_basis=price_basis)
     return b, f, s
 
 
@@ -156,7 +159,7 @@ def _model_options(lag, target_mix, blend, null, n_seeds, stop_metric, n_estimat
 
 def backtest(bars, fundamentals, securities, symbols, half, seed, start, end, horizon, models, out, cost_bps,
              train_days, test_days, min_train_days, max_train_rows, threads, cache_dir, params, deep_preset, regime,
-             sector_neutral, stack_folds, lockbox, **model_opts) -> None:
+             sector_neutral, stack_folds, lockbox, splits=None, price_basis="adjusted", **model_opts) -> None:
     from ..research import run_backtest
     cfg = make_config(horizon, models, params, deep_preset, train_days=train_days, test_days=test_days,
                       min_train_days=min_train_days, cost_bps=cost_bps, max_train_rows=max_train_rows,
@@ -164,7 +167,7 @@ def backtest(bars, fundamentals, securities, symbols, half, seed, start, end, ho
                       seed=seed, **_model_options(**model_opts))
     if sector_neutral and securities is None:
         raise TechnicError("--sector-neutral needs --securities (the sector map)")
-    b, f, s = _inputs(bars, fundamentals, securities, start, end)
+    b, f, s = _inputs(bars, fundamentals, securities, start, end, splits, price_basis)
     universe = _universe(b, symbols, half, seed)
     doc = run_backtest(b, f, s, None, out_dir=out, cfg=cfg, symbols=symbols, half=half, universe_seed=seed,
                        cache_dir=cache_dir or Path(out) / "cache", progress_factory=_progress, lockbox=lockbox)
@@ -205,13 +208,13 @@ def _summary_table(doc: dict) -> str:
 
 def train(bars, fundamentals, securities, symbols, seed, start, end, horizon, models, register_flag, registry,
           test_days, threads, cache_dir, force_promote, params=None, deep_preset=None, sector_neutral=False,
-          **model_opts) -> None:
+          splits=None, price_basis="adjusted", **model_opts) -> None:
     from ..training import train_and_register
     if not register_flag:
         raise TechnicError("technic train needs --register (training without registering has no output)")
     cfg = make_config(horizon, models, params, deep_preset, test_days=test_days, n_threads=threads,
                       sector_neutral=sector_neutral, seed=seed, **_model_options(**model_opts))
-    b, f, s = _inputs(bars, fundamentals, securities, start, end)
+    b, f, s = _inputs(bars, fundamentals, securities, start, end, splits, price_basis)
     universe = _universe(b, symbols, None, seed)
     root = _registry_root(registry)
     res = train_and_register(b, f, s, registry_root=root, cfg=cfg, end=end, force_promote=force_promote,
@@ -275,12 +278,14 @@ def register(app: typer.Typer) -> None:
         sector_neutral: bool = typer.Option(False, help="train on sector-neutral excess returns (needs --securities)"),
         stack_folds: Optional[int] = typer.Option(None, help="inner purged folds for out-of-fold predictions (default 3)"),
         lockbox: Optional[str] = typer.Option(None, help="also report before / from this date (YYYY-MM-DD)"),
+        splits: Optional[Path] = typer.Option(None, help=SPLITS_HELP),
+        price_basis: str = typer.Option("adjusted", help=PRICE_BASIS_HELP),
     ):
         """Walk-forward backtest against the baselines and the null model; writes predictions.parquet,
         metrics.json and report.html."""
         backtest(bars, fundamentals, securities, symbols, half, seed, start, end, horizon, models, out, cost_bps,
                  train_days, test_days, min_train_days, max_train_rows, threads, cache_dir, params, deep_preset,
-                 regime, sector_neutral, stack_folds, lockbox,
+                 regime, sector_neutral, stack_folds, lockbox, splits, price_basis,
                  **model_opts(lag, target_mix, blend, null, n_seeds, stop_metric, n_estimators, k_features,
                               factor_neutral))
 
@@ -326,10 +331,12 @@ def register(app: typer.Typer) -> None:
         params: Optional[Path] = typer.Option(None, help="JSON of config overrides (technic hpo's best_params.json)"),
         deep_preset: Optional[str] = typer.Option(None, help="LSTM/Transformer sizes: small (CPU default) or seed"),
         sector_neutral: bool = typer.Option(False, help="train on sector-neutral excess returns"),
+        splits: Optional[Path] = typer.Option(None, help=SPLITS_HELP),
+        price_basis: str = typer.Option("adjusted", help=PRICE_BASIS_HELP),
     ):
         """Train on all data up to --end, register it, and promote it if it passes the gate."""
         train(bars, fundamentals, securities, symbols, seed, start, end, horizon, models, register_flag, registry,
-              test_days, threads, cache_dir, force_promote, params, deep_preset, sector_neutral,
+              test_days, threads, cache_dir, force_promote, params, deep_preset, sector_neutral, splits, price_basis,
               **model_opts(lag, target_mix, blend, null, n_seeds, stop_metric, n_estimators, k_features,
                            factor_neutral))
 

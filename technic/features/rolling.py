@@ -44,6 +44,32 @@ def _sliding(x: np.ndarray, w: int, fn) -> np.ndarray:
     return out
 
 
+def _rolling_var(x: np.ndarray, w: int) -> np.ndarray:
+    """Sample variance (ddof=1) of each full window, 0 for a constant window.
+
+    pandas' rolling variance updates running moments as values enter and leave, so its absolute
+    rounding error scales with the largest squares that went through them, not with the window:
+    a small variance after large values (a price that fell from 1e6 to 1) can be off in the 7th
+    digit. Where the result could be that inexact (the largest x^2 seen so far exceeds
+    ``_VAR_CHECK`` x the variance) the window is recomputed exactly by two passes (mean, then the
+    squared deviations), as the incremental form re-derives its moments."""
+    r = _rolling(x, w)
+    v = np.where(_constant(r), 0.0, r.var().to_numpy())
+    with np.errstate(invalid="ignore"):
+        seen = pd.DataFrame(x * x).cummax().to_numpy()
+        t, j = np.nonzero(np.isfinite(v) & (v > 0) & (seen > _VAR_CHECK * v))
+    if len(t):
+        view = np.lib.stride_tricks.sliding_window_view(x, w, axis=0)  # (L-w+1, N, w)
+        for a in range(0, len(t), 4096):
+            win = view[t[a:a + 4096] - (w - 1), j[a:a + 4096]]
+            d = win - win.mean(axis=1, keepdims=True)
+            v[t[a:a + 4096], j[a:a + 4096]] = (d * d).sum(axis=1) / (w - 1)
+    return v
+
+
+_VAR_CHECK = 1e4
+
+
 def _constant(r) -> np.ndarray:
     """Windows whose values are all equal (exact, unlike a variance residue)."""
     return (r.max() == r.min()).to_numpy()
@@ -165,8 +191,7 @@ class Var(Window):
         return (StateField("run", "i", 0),)  # length of the current run of identical values
 
     def batch(self, x):
-        r = _rolling(x, self.w)
-        return np.where(_constant(r), 0.0, r.var().to_numpy())
+        return _rolling_var(x, self.w)
 
 
 class Std(Var):
@@ -176,8 +201,7 @@ class Std(Var):
     opcode = K.STD
 
     def batch(self, x):
-        r = _rolling(x, self.w)
-        return np.where(_constant(r), 0.0, r.std().to_numpy())
+        return np.sqrt(_rolling_var(x, self.w))
 
 
 # ---------------------------------------------------------------------------
