@@ -14,6 +14,12 @@ Definitions ("win rate" is ambiguous, so we report two explicit ones):
 - ``top_decile_hit_rate``: each day, the fraction of the names in the predicted
   top decile whose label is above that day's median label, averaged over days.
 
+Quantile membership (``quantile_returns``, the top decile of
+``top_decile_hit_rate``) orders each date's names by (prediction,
+``ties.tie_key``): tied predictions are broken by a hash of (date, symbol) that
+is deterministic, independent of row order, not alphabetical and redrawn each
+date (``ties.py``); ``tie_share`` measures how many predictions are tied.
+
 Portfolio metrics (long-short, Sharpe, drawdown) live in ``portfolio.py`` and
 are re-exported here.
 """
@@ -24,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .portfolio import MIN_NAMES, align, top_bottom_masks  # noqa: F401
+from .ties import ordered_rank, tie_share  # noqa: F401
 from .portfolio import date_level as _date_level
 from .portfolio import (annualized_return, long_short_books, long_short_returns,  # noqa: F401
                         long_short_summary, max_drawdown, sharpe)
@@ -142,17 +149,16 @@ def top_decile_hit_rate(pred, label, quantile: float = 0.1) -> float:
 def quantile_returns(pred, fwd_ret, n_quantiles: int = 10) -> pd.DataFrame:
     """Mean forward return per prediction quantile: rows = dates, columns = 1..n (n = best).
 
-    Quantiles are by per-date rank (ties broken by order); dates with fewer
-    than ``n_quantiles`` names are skipped. ``.mean()`` of the result gives the
-    average decile return profile.
+    A name of rank r (1..n in ascending (pred, ``ties.tie_key``) order: tied
+    predictions are broken by a hash of (date, symbol), not by the symbol's name,
+    see ``ties.py``) is in quantile ceil(r * n_quantiles / n), so the buckets
+    differ in size by at most one. Dates with fewer than ``n_quantiles`` names
+    are skipped. ``.mean()`` of the result gives the average decile profile.
     """
     df = align(pred, fwd_ret)
-    g = _groups(df)
-    n = g["p"].transform("size")
-    df = df[n >= n_quantiles]
-    g = _groups(df)
-    r = g["p"].rank(method="first")
-    bucket = np.ceil(r * n_quantiles / g["p"].transform("size")).astype(int)
+    df = df[_groups(df)["p"].transform("size") >= n_quantiles]
+    r, n = ordered_rank(df["p"])
+    bucket = np.ceil(r * n_quantiles / n).astype(int)
     key = df.index.get_level_values(_date_level(df.index))
     out = df["y"].groupby([key, bucket.values]).mean().unstack()
     out.index.name, out.columns.name = "date", "quantile"
