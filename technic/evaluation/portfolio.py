@@ -106,6 +106,37 @@ def long_short_returns(pred, fwd_ret, horizon: int, cost_bps: float = 10.0,
     return books[offset]
 
 
+def staggered_wealth(returns, horizon: int):
+    """Wealth of the 1/h "sleeves" portfolio built from per-rebalance-date period returns.
+
+    ``returns`` (Series or DataFrame, one row per date of a calendar, in order)
+    holds on each date the ``horizon``-bar return of the book that rebalances
+    there; book ``o`` rebalances on positions o, o+h, o+2h, ... (as in
+    :func:`long_short_books`). Book o's wealth at position t is the product of
+    (1 + r) over its rebalance positions <= t (1 before its first one, held flat
+    between rebalances); the result is the mean over the min(h, T) books of
+    their wealth: the value of a portfolio that puts 1/h of its capital in each
+    book at the start and never moves money between books. As in the books'
+    own tables, a period's return is shown at the date it starts. NaN returns
+    count as 0 (flat).
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon!r}")
+    r = np.nan_to_num(np.asarray(returns, dtype=float))
+    r2 = r.reshape(len(r), -1)
+    n, books = len(r2), min(horizon, len(r2))
+    total = np.zeros_like(r2)
+    for o in range(books):  # one vectorized pass per start phase (h <= ~20), not per date
+        w = np.cumprod(1.0 + r2[o::horizon], axis=0)
+        full = np.ones_like(r2)
+        full[o:] = np.repeat(w, horizon, axis=0)[:n - o]
+        total += full
+    out = (total / max(books, 1)).reshape(r.shape)
+    if isinstance(returns, pd.DataFrame):
+        return pd.DataFrame(out, index=returns.index, columns=returns.columns)
+    return pd.Series(out, index=getattr(returns, "index", None))
+
+
 def sharpe(returns, periods_per_year: float = 252) -> float:
     """Annualized Sharpe ratio (mean / std * sqrt(periods_per_year)), zero risk-free rate."""
     r = pd.Series(returns, dtype=float).dropna()
