@@ -130,3 +130,16 @@ def test_tie_share_matches_counter_loop():
     assert tie_share(tied_panel(n_dates=3))[1] == 1.0
     rng = np.random.default_rng(0)
     assert tie_share(pd.Series(rng.normal(size=60), tied_panel(n_dates=3, n_sym=20).index))[1] == 0.0
+
+
+def test_average_rank_matches_scipy_rankdata_per_date():
+    from scipy.stats import rankdata
+    pred = tied_panel(n_dates=25, n_sym=17, n_values=5, seed=9)
+    pred[np.random.default_rng(10).random(len(pred)) < 0.2] = np.nan
+    pred = pred.sample(frac=1.0, random_state=3)  # any row order
+    got = M.average_rank(pred)
+    for d in pred.index.get_level_values(0).unique():
+        p = pred.xs(d, level=0).dropna()
+        want = pd.Series(rankdata(p.values, method="average"), p.index)
+        pd.testing.assert_series_equal(got.xs(d, level=0).dropna().reindex(want.index), want, check_names=False)
+    assert got[pred.isna()].isna().all()

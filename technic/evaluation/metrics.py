@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .portfolio import MIN_NAMES, align, top_bottom_masks  # noqa: F401
-from .ties import ordered_rank, tie_share  # noqa: F401
+from .ties import average_rank, ordered_rank, tie_share  # noqa: F401
 from .portfolio import date_level as _date_level
 from .portfolio import (annualized_return, long_short_books, long_short_returns,  # noqa: F401
                         long_short_summary, max_drawdown, sharpe)
@@ -40,13 +40,19 @@ def _groups(df: pd.DataFrame):
     return df.groupby(level=_date_level(df.index), sort=True)
 
 
+def _ranks(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-date average ranks of every column (ties share their average rank, as Spearman needs)."""
+    return pd.DataFrame({c: average_rank(df[c]) for c in df.columns}, index=df.index)
+
+
 def _per_date_corr(df: pd.DataFrame, min_obs: int = MIN_NAMES) -> pd.Series:
     g = _groups(df)
     x = df["p"] - g["p"].transform("mean")
     y = df["y"] - g["y"].transform("mean")
     key = df.index.get_level_values(_date_level(df.index))
     sums = pd.DataFrame({"xy": x * y, "xx": x * x, "yy": y * y}).groupby(key).sum()
-    ok = (g.size() >= min_obs) & (g["p"].nunique() > 1) & (g["y"].nunique() > 1)
+    lo, hi = g.min(), g.max()  # a side is constant when its min equals its max (values are finite)
+    ok = (g.size() >= min_obs) & (hi["p"] > lo["p"]) & (hi["y"] > lo["y"])
     ic = sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])
     ic = ic[ok.reindex(ic.index, fill_value=False)]
     ic.index.name = "date"
@@ -63,7 +69,7 @@ def daily_ic(pred, label, method: str = "pearson", min_obs: int = MIN_NAMES) -> 
         raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
     df = align(pred, label)
     if method == "spearman":
-        df = _groups(df).rank(method="average")
+        df = _ranks(df)
     out = _per_date_corr(df, min_obs)
     out.name = "rank_ic" if method == "spearman" else "ic"
     return out
@@ -175,7 +181,7 @@ def summarize(pred, labels_df: pd.DataFrame, horizon: int, cost_bps: float = 10.
     """
     exc, fwd = labels_df[f"excess_{horizon}"], labels_df[f"fwd_ret_{horizon}"]
     df = align(pred, exc)
-    rank_ic = _per_date_corr(_groups(df).rank(method="average"))
+    rank_ic = _per_date_corr(_ranks(df))
     rs = ic_summary(rank_ic, horizon=horizon)
     ic = ic_summary(_per_date_corr(df), horizon=horizon)
     hits = _hit_counts(df)
@@ -194,7 +200,7 @@ def summarize(pred, labels_df: pd.DataFrame, horizon: int, cost_bps: float = 10.
 
 
 def _light_summary(df: pd.DataFrame, horizon: int, quantile: float) -> dict:
-    rs = ic_summary(_per_date_corr(_groups(df).rank(method="average")), horizon=horizon)
+    rs = ic_summary(_per_date_corr(_ranks(df)), horizon=horizon)
     hits = _hit_counts(df)
     return {
         "rank_ic_mean": rs["mean"], "rank_icir": rs["icir"], "rank_ic_nw_tstat": rs["nw_tstat"],
