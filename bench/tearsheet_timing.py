@@ -1,8 +1,9 @@
 """Benchmark: ``write_tearsheet`` on a realistic synthetic panel (default 500 symbols x 1000 dates,
 10 models + 2 baselines, horizons 5 and 10, IC-decay labels 1/5/10/20).
 
-Predictions carry a weak signal (daily RankIC ~0.03), 3 % NaN, one model with heavy ties (rounded to
-steps of 1/3: ~25 distinct values per date) and 10 % of the symbols entering late. Prints the wall and CPU seconds of ``write_tearsheet`` and writes
+Predictions carry a weak signal (daily RankIC ~0.03), 3 % NaN, one model with heavy ties
+(rounded to steps of 1/3: ~25 distinct values per date) and 10 % of the symbols entering late.
+Prints the wall and CPU seconds of ``write_tearsheet`` and writes
 ``bench/results/tearsheet_timing.{json,md}``. Usage::
 
     .venv/bin/python bench/tearsheet_timing.py [--symbols 500] [--dates 1000] [--models 10] [--no-write]

@@ -68,7 +68,8 @@ def test_write_tearsheet(tmp_path):
     assert lg["tie_share_mean"] == 0.0
     assert abs(h5["baselines"]["momentum_12_1"]["rank_autocorr"]) < 0.1  # i.i.d. across dates
     assert "ic_decay" in h5["baselines"]["momentum_12_1"]
-    assert h5["baselines"]["equal_weight"]["tie_share_mean"] is None and "ic_decay" not in h5["baselines"]["equal_weight"]
+    no_pred = h5["baselines"]["equal_weight"]
+    assert no_pred["tie_share_mean"] is None and "ic_decay" not in no_pred
 
     page = paths["report"].read_text()
     assert page.startswith("<!DOCTYPE html>") and "Synthetic &lt;test&gt;" in page
@@ -102,6 +103,21 @@ def test_tied_model_reports_its_tie_share(tmp_path):
     doc = json.loads(write_tearsheet(tmp_path, results, "t")["metrics"].read_text())
     assert doc["horizons"]["5"]["models"]["stump"]["tie_share_mean"] == 1.0
     assert "ic_decay" not in doc["horizons"]["5"]["models"]["stump"]
+
+
+def test_too_few_names_gives_notes_not_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    idx = pd.MultiIndex.from_product([pd.bdate_range("2020-01-01", periods=30), ["A", "B", "C"]],
+                                     names=["date", "symbol"])
+    y = pd.Series(rng.normal(size=len(idx)), idx)
+    results = {"horizons": {5: {"labels": pd.DataFrame({"fwd_ret_5": y, "excess_5": y}),
+                                "models": {"m": {"pred": pd.Series(rng.normal(size=len(idx)), idx)}},
+                                "baselines": {"flat": {"pred": y * 0 + 1}}, "decay_labels": {1: y, 5: y}}}}
+    paths = write_tearsheet(tmp_path, results, "t")
+    m = json.loads(paths["metrics"].read_text())["horizons"]["5"]["models"]["m"]
+    assert m["ic_decay"]["5"]["n_days"] == 0 and m["rank_autocorr"] is None
+    assert m["breakdown"]["year"]["2020"]["partial"] is True  # Jan 1 - Feb 11 only
+    assert "not enough data" in paths["report"].read_text()
 
 
 def test_to_jsonable():

@@ -3,8 +3,11 @@
 ``metrics`` (IC, RankIC, Newey-West t-stats, hit rates, quantiles, summarize,
 breakdown), ``portfolio`` (staggered top-minus-bottom books, costs, Sharpe,
 drawdown), ``ties`` (the (date, symbol)-hash tie-break of every per-date order,
-tie share), ``panel`` ((date, symbol) index conventions) and ``tearsheet``
-(metrics.json + self-contained report.html).
+tie share), ``panel`` ((date, symbol) index conventions), ``diagnostics``
+(monthly IC, per-quantile and spread curves, rank autocorrelation, IC decay,
+partial years), ``signal_stats`` (each series a report needs, computed once),
+``figures`` (matplotlib, base64 PNG) and ``tearsheet`` (metrics.json +
+self-contained report.html).
 ``write_tearsheet`` is imported lazily so that metrics do not pull in matplotlib.
 """
 

@@ -40,12 +40,18 @@ def _date_vlines(ax, index, values, **kw):
     ax.xaxis_date()
 
 
+def no_data(what: str) -> str:
+    return f"<p class='note'>{what}: not enough data</p>"
+
+
 def _legend(ax):
     ax.legend(loc="upper left", fontsize=8)
 
 
 def ic_figure(name, ic: pd.Series, baseline_ics: dict, horizon: int) -> str:
     """Daily RankIC with its 63-day mean, and cumulative RankIC beside the baselines'."""
+    if ic.dropna().empty:
+        return no_data("daily RankIC")
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     _date_vlines(a1, ic.index, ic.values, color="#9ab", lw=1, label="daily RankIC")
     a1.plot(ic.index, ic.rolling(63, min_periods=20).mean(), color="#c33", label="63-day mean")
@@ -64,6 +70,8 @@ def ic_figure(name, ic: pd.Series, baseline_ics: dict, horizon: int) -> str:
 def ic_histogram_figure(name, ic: pd.Series, horizon: int) -> str:
     """Histogram of the daily RankIC with its mean and mean +- 2 Newey-West se (horizon-1 lags)."""
     x = ic.dropna()
+    if x.empty:
+        return no_data("RankIC distribution")
     m, se = float(x.mean()), newey_west_se(x.to_numpy(), max(horizon - 1, 0))
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.hist(x.values, bins=min(60, max(10, len(x) // 20)), color="#9ab")
@@ -80,6 +88,8 @@ def ic_histogram_figure(name, ic: pd.Series, horizon: int) -> str:
 
 def monthly_ic_figure(name, table: pd.DataFrame) -> str:
     """Heat map of the mean daily RankIC per month (rows = year), each cell annotated."""
+    if table.empty:
+        return no_data("monthly RankIC")
     v = table.to_numpy(dtype=float)
     lim = np.nanmax(np.abs(v)) if np.isfinite(v).any() else 1.0
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(table) + 1.2))
@@ -95,6 +105,8 @@ def monthly_ic_figure(name, table: pd.DataFrame) -> str:
 
 def decile_figure(name, profile: pd.Series, baseline_profiles: dict, horizon: int) -> str:
     """Mean forward return per predicted decile, the model's bars beside each baseline's."""
+    if profile.dropna().empty:
+        return no_data("decile returns")
     series = {name: profile, **baseline_profiles}
     x = np.arange(len(profile))
     width = 0.8 / len(series)
@@ -117,7 +129,7 @@ def decile_figure(name, profile: pd.Series, baseline_profiles: dict, horizon: in
 def long_short_figures(name, books: list, horizon: int, cost_bps: float) -> str:
     """Net equity of every staggered book (book 0 bold, + its gross) and turnover per rebalance."""
     if not books:
-        return "<p class='note'>no long-short book (too few names)</p>"
+        return no_data("long-short book")
     fig, ax = plt.subplots(figsize=(10, 3.5))
     for i, b in enumerate(books):
         ax.plot(b.index, np.cumprod(1 + b["net"]), color="#36c" if i == 0 else "#9bd",
@@ -140,6 +152,8 @@ def long_short_figures(name, books: list, horizon: int, cost_bps: float) -> str:
 
 def quantile_cumulative_figure(name, cum: pd.DataFrame, horizon: int) -> str:
     """Cumulative return of each quantile portfolio (staggered books), best quantile warmest."""
+    if cum.empty:
+        return no_data("quantile returns")
     fig, ax = plt.subplots(figsize=(10, 3.5))
     cmap = plt.get_cmap("coolwarm")
     n = max(len(cum.columns) - 1, 1)
@@ -154,6 +168,8 @@ def quantile_cumulative_figure(name, cum: pd.DataFrame, horizon: int) -> str:
 
 def spread_figure(name, spread: pd.DataFrame, horizon: int, cost_bps: float) -> str:
     """Top-minus-bottom spread per rebalance date (all staggered books) and its cumulative product."""
+    if spread.empty:
+        return no_data("top-minus-bottom spread")
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
     s = spread["spread"]
     _date_vlines(a1, s.index, s.values * 1e4, color="#9ab", lw=1, label=f"gross {horizon}-day spread")
@@ -172,6 +188,8 @@ def spread_figure(name, spread: pd.DataFrame, horizon: int, cost_bps: float) -> 
 
 def rank_autocorr_figure(name, series: pd.Series, baselines: dict) -> str:
     """Day-over-day rank autocorrelation of the signal (63-day mean), baselines' means dashed."""
+    if series.dropna().empty:
+        return no_data("rank autocorrelation")
     fig, ax = plt.subplots(figsize=(10, 2.8))
     ax.plot(series.index, series.values, color="#bbb", lw=0.6)
     ax.plot(series.index, series.rolling(63, min_periods=20).mean(), color="#36c", lw=1.6,

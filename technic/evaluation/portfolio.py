@@ -123,7 +123,7 @@ def staggered_wealth(returns, horizon: int):
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon!r}")
     r = np.nan_to_num(np.asarray(returns, dtype=float))
-    r2 = r.reshape(len(r), -1)
+    r2 = r[:, None] if r.ndim == 1 else r
     n, books = len(r2), min(horizon, len(r2))
     total = np.zeros_like(r2)
     for o in range(books):  # one vectorized pass per start phase (h <= ~20), not per date

@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import diagnostics as D
 from . import metrics as M
+from .panel import date_level
 from .portfolio import staggered_wealth
 
 
@@ -85,5 +86,6 @@ class SignalStats:
 
     @cached_property
     def partial_years(self) -> set[int]:
-        """Partial years among the dates with a daily RankIC (the dates the year breakdown counts)."""
-        return D.partial_years(self.daily_rank_ic.index)
+        """Partial years of the dates with a finite pred and ``excess_h`` (the rows the year breakdown groups)."""
+        df = M.align(self.pred, self.excess)
+        return D.partial_years(df.index.get_level_values(date_level(df.index)).unique())

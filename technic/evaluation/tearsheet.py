@@ -33,7 +33,7 @@ the network, so it can be mailed or archived as one file.
 ``ic_decay`` (``{g: {rank_ic_mean, rank_ic_nw_tstat, rank_ic_nw_se, nw_lags,
 n_days}}``) is there only when ``decay_labels`` were given. Every year row of
 ``breakdown.year`` has ``partial`` (``diagnostics.partial_years`` of the dates
-with a RankIC); the HTML shows such a year as "2013 (partial)".
+with a finite pred and label); the HTML shows such a year as "2013 (partial)".
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _fill(hres: dict, horizon: int, cost_bps: float, sectors) -> dict:
                     entry["breakdown"]["sector"] = M.breakdown(pred, labels, horizon, "sector", sectors)
             years = (entry.get("breakdown") or {}).get("year")
             if years:
-                entry["breakdown"]["year"] = {k: {**r, "partial": int(k) in st.partial_years}
+                entry["breakdown"]["year"] = {k: {**r, "partial": str(k).isdigit() and int(k) in st.partial_years}
                                               for k, r in years.items()}
             if entry.get("rank_autocorr") is None:
                 entry["rank_autocorr"] = st.rank_autocorr[1]
@@ -163,7 +163,8 @@ def diagnostics_html(name, pred, labels: pd.DataFrame, horizon: int, cost_bps: f
                                                                             cost_bps, decay_labels)
     parts = ["<h4>RankIC distribution and seasonality</h4>",
              F.ic_histogram_figure(name, st.daily_rank_ic, horizon), F.monthly_ic_figure(name, st.monthly_ic),
-             "<h4>Cumulative return per decile</h4>", F.quantile_cumulative_figure(name, st.quantile_cumulative, horizon),
+             "<h4>Cumulative return per decile</h4>",
+             F.quantile_cumulative_figure(name, st.quantile_cumulative, horizon),
              "<h4>Top-minus-bottom spread</h4>", F.spread_figure(name, st.spread, horizon, cost_bps),
              "<h4>Signal rank autocorrelation</h4>",
              F.rank_autocorr_figure(name, st.rank_autocorr[0], {n: b.rank_autocorr[0] for n, b in bst.items()})]
