@@ -14,6 +14,12 @@ Definitions ("win rate" is ambiguous, so we report two explicit ones):
 - ``top_decile_hit_rate``: each day, the fraction of the names in the predicted
   top decile whose label is above that day's median label, averaged over days.
 
+Quantile membership (``quantile_returns``, the top decile of
+``top_decile_hit_rate``) orders each date's names by (prediction,
+``ties.tie_key``): tied predictions are broken by a hash of (date, symbol) that
+is deterministic, independent of row order, not alphabetical and redrawn each
+date (``ties.py``); ``tie_share`` measures how many predictions are tied.
+
 Portfolio metrics (long-short, Sharpe, drawdown) live in ``portfolio.py`` and
 are re-exported here.
 """
@@ -24,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .portfolio import MIN_NAMES, align, top_bottom_masks  # noqa: F401
+from .ties import average_rank, ordered_rank, tie_share  # noqa: F401
 from .portfolio import date_level as _date_level
 from .portfolio import (annualized_return, long_short_books, long_short_returns,  # noqa: F401
                         long_short_summary, max_drawdown, sharpe)
@@ -33,13 +40,19 @@ def _groups(df: pd.DataFrame):
     return df.groupby(level=_date_level(df.index), sort=True)
 
 
+def _ranks(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-date average ranks of every column (ties share their average rank, as Spearman needs)."""
+    return pd.DataFrame({c: average_rank(df[c]) for c in df.columns}, index=df.index)
+
+
 def _per_date_corr(df: pd.DataFrame, min_obs: int = MIN_NAMES) -> pd.Series:
     g = _groups(df)
     x = df["p"] - g["p"].transform("mean")
     y = df["y"] - g["y"].transform("mean")
     key = df.index.get_level_values(_date_level(df.index))
     sums = pd.DataFrame({"xy": x * y, "xx": x * x, "yy": y * y}).groupby(key).sum()
-    ok = (g.size() >= min_obs) & (g["p"].nunique() > 1) & (g["y"].nunique() > 1)
+    lo, hi = g.min(), g.max()  # a side is constant when its min equals its max (values are finite)
+    ok = (g.size() >= min_obs) & (hi["p"] > lo["p"]) & (hi["y"] > lo["y"])
     ic = sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])
     ic = ic[ok.reindex(ic.index, fill_value=False)]
     ic.index.name = "date"
@@ -56,7 +69,7 @@ def daily_ic(pred, label, method: str = "pearson", min_obs: int = MIN_NAMES) -> 
         raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
     df = align(pred, label)
     if method == "spearman":
-        df = _groups(df).rank(method="average")
+        df = _ranks(df)
     out = _per_date_corr(df, min_obs)
     out.name = "rank_ic" if method == "spearman" else "ic"
     return out
@@ -142,17 +155,16 @@ def top_decile_hit_rate(pred, label, quantile: float = 0.1) -> float:
 def quantile_returns(pred, fwd_ret, n_quantiles: int = 10) -> pd.DataFrame:
     """Mean forward return per prediction quantile: rows = dates, columns = 1..n (n = best).
 
-    Quantiles are by per-date rank (ties broken by order); dates with fewer
-    than ``n_quantiles`` names are skipped. ``.mean()`` of the result gives the
-    average decile return profile.
+    A name of rank r (1..n in ascending (pred, ``ties.tie_key``) order: tied
+    predictions are broken by a hash of (date, symbol), not by the symbol's name,
+    see ``ties.py``) is in quantile ceil(r * n_quantiles / n), so the buckets
+    differ in size by at most one. Dates with fewer than ``n_quantiles`` names
+    are skipped. ``.mean()`` of the result gives the average decile profile.
     """
     df = align(pred, fwd_ret)
-    g = _groups(df)
-    n = g["p"].transform("size")
-    df = df[n >= n_quantiles]
-    g = _groups(df)
-    r = g["p"].rank(method="first")
-    bucket = np.ceil(r * n_quantiles / g["p"].transform("size")).astype(int)
+    df = df[_groups(df)["p"].transform("size") >= n_quantiles]
+    r, n = ordered_rank(df["p"])
+    bucket = np.ceil(r * n_quantiles / n).astype(int)
     key = df.index.get_level_values(_date_level(df.index))
     out = df["y"].groupby([key, bucket.values]).mean().unstack()
     out.index.name, out.columns.name = "date", "quantile"
@@ -169,7 +181,7 @@ def summarize(pred, labels_df: pd.DataFrame, horizon: int, cost_bps: float = 10.
     """
     exc, fwd = labels_df[f"excess_{horizon}"], labels_df[f"fwd_ret_{horizon}"]
     df = align(pred, exc)
-    rank_ic = _per_date_corr(_groups(df).rank(method="average"))
+    rank_ic = _per_date_corr(_ranks(df))
     rs = ic_summary(rank_ic, horizon=horizon)
     ic = ic_summary(_per_date_corr(df), horizon=horizon)
     hits = _hit_counts(df)
@@ -188,7 +200,7 @@ def summarize(pred, labels_df: pd.DataFrame, horizon: int, cost_bps: float = 10.
 
 
 def _light_summary(df: pd.DataFrame, horizon: int, quantile: float) -> dict:
-    rs = ic_summary(_per_date_corr(_groups(df).rank(method="average")), horizon=horizon)
+    rs = ic_summary(_per_date_corr(_ranks(df)), horizon=horizon)
     hits = _hit_counts(df)
     return {
         "rank_ic_mean": rs["mean"], "rank_icir": rs["icir"], "rank_ic_nw_tstat": rs["nw_tstat"],

@@ -5,7 +5,11 @@ every number is exact, with no overlapping-return smoothing):
 
 - On a rebalance date, go long the top ``quantile`` of names by prediction and
   short the bottom ``quantile``, equal weight, $1 long and $1 short per $1 NAV
-  (``k = max(1, floor(n * quantile))`` names per leg; ties broken by order).
+  (``k = max(1, floor(n * quantile))`` names per leg). Names are ordered by
+  (prediction, ``ties.tie_key``): tied predictions are broken by a hash of
+  (date, symbol), deterministic, independent of row order, not alphabetical
+  and redrawn each date (see ``ties.py``). The order is total, so the two legs
+  never share a name.
 - Hold for ``horizon`` bars; the period return is mean(fwd_ret top) -
   mean(fwd_ret bottom). Rebalance every ``horizon`` dates, so periods do not
   overlap (``periods_per_year = 252 / horizon``).
@@ -26,35 +30,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .panel import align, date_level, symbol_level  # noqa: F401  (re-exported)
+from .ties import ordered_rank
+
 MIN_NAMES = 5
 
 
-def date_level(index: pd.MultiIndex):
-    """Name of the date level of a (date, symbol) index (level 0 if unnamed)."""
-    return "date" if "date" in (index.names or []) else 0
-
-
-def align(pred, label) -> pd.DataFrame:
-    """Frame with columns p (pred) and y (label) on their common finite rows, sorted."""
-    if isinstance(pred, pd.DataFrame):
-        pred = pred.iloc[:, 0]
-    if isinstance(label, pd.DataFrame):
-        label = label.iloc[:, 0]
-    df = pd.concat({"p": pred.astype(float), "y": label.astype(float)}, axis=1, join="inner")
-    df = df[np.isfinite(df["p"]) & np.isfinite(df["y"])]
-    return df.sort_index()
-
-
 def top_bottom_masks(p: pd.Series, quantile: float = 0.1) -> tuple[pd.Series, pd.Series]:
-    """Boolean (top, bottom) masks: the k = max(1, floor(n*quantile)) highest/lowest per date."""
+    """Boolean (top, bottom) masks: the k = max(1, floor(n*quantile)) highest/lowest per date.
+
+    n = the date's number of finite predictions; dates with n < 2k get no book.
+    Ties are broken by ``ties.tie_key`` (a hash of (date, symbol)), not by row
+    order: the top leg is the last k in ascending (p, tie_key) order, the bottom
+    leg the first k.
+    """
     if not 0 < quantile <= 0.5:
         raise ValueError(f"quantile must be in (0, 0.5], got {quantile!r}")
-    g = p.groupby(level=date_level(p.index))
-    n = g.transform("size")
+    rank, n = ordered_rank(p)
     k = np.maximum(1, np.floor(n * quantile + 1e-9))
     ok = n >= 2 * k
-    top = (g.rank(ascending=False, method="first") <= k) & ok
-    bottom = (g.rank(ascending=True, method="first") <= k) & ok
+    top = (rank > n - k) & ok
+    bottom = (rank <= k) & ok
     return top, bottom
 
 
@@ -82,7 +78,7 @@ def long_short_books(pred, fwd_ret, horizon: int, cost_bps: float = 10.0,
     pos = pd.Series(np.arange(len(dates)), index=dates)
     # traded notional vs the same book's previous rebalance (h dates earlier), sparse
     held = w[w != 0]
-    sym = held.index.get_level_values(1 if lvl == 0 else "symbol")
+    sym = held.index.get_level_values(symbol_level(held.index))
     p_now = pos.reindex(held.index.get_level_values(lvl)).values
     keep = ~np.isnan(p_now)
     cur = pd.Series(held.values[keep], index=pd.MultiIndex.from_arrays([p_now[keep].astype(int), sym[keep]]))
@@ -108,6 +104,37 @@ def long_short_returns(pred, fwd_ret, horizon: int, cost_bps: float = 10.0,
     if not books:
         return pd.DataFrame(columns=["gross", "traded", "turnover", "cost", "net", "n_long", "n_short"])
     return books[offset]
+
+
+def staggered_wealth(returns, horizon: int):
+    """Wealth of the 1/h "sleeves" portfolio built from per-rebalance-date period returns.
+
+    ``returns`` (Series or DataFrame, one row per date of a calendar, in order)
+    holds on each date the ``horizon``-bar return of the book that rebalances
+    there; book ``o`` rebalances on positions o, o+h, o+2h, ... (as in
+    :func:`long_short_books`). Book o's wealth at position t is the product of
+    (1 + r) over its rebalance positions <= t (1 before its first one, held flat
+    between rebalances); the result is the mean over the min(h, T) books of
+    their wealth: the value of a portfolio that puts 1/h of its capital in each
+    book at the start and never moves money between books. As in the books'
+    own tables, a period's return is shown at the date it starts. NaN returns
+    count as 0 (flat).
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon!r}")
+    r = np.nan_to_num(np.asarray(returns, dtype=float))
+    r2 = r[:, None] if r.ndim == 1 else r
+    n, books = len(r2), min(horizon, len(r2))
+    total = np.zeros_like(r2)
+    for o in range(books):  # one vectorized pass per start phase (h <= ~20), not per date
+        w = np.cumprod(1.0 + r2[o::horizon], axis=0)
+        full = np.ones_like(r2)
+        full[o:] = np.repeat(w, horizon, axis=0)[:n - o]
+        total += full
+    out = (total / max(books, 1)).reshape(r.shape)
+    if isinstance(returns, pd.DataFrame):
+        return pd.DataFrame(out, index=returns.index, columns=returns.columns)
+    return pd.Series(out, index=getattr(returns, "index", None))
 
 
 def sharpe(returns, periods_per_year: float = 252) -> float:

@@ -19,36 +19,43 @@ the network, so it can be mailed or archived as one file.
                      "importance": {feature: value} | None},   # SHAP / gain, bar chart when given
           },
           "baselines": {"momentum_12_1": {"pred": Series, "metrics": dict | None}, ...},
+          "decay_labels": {1: Series, 5: Series, 10: Series, 20: Series} | None,   # optional: IC decay
         },
       },
     }
 
 ``metrics.json`` = ``{"title", "meta", "horizons": {"5": {"models": {name:
-{"metrics", "breakdown", "importance"}}, "baselines": {name: {"metrics"}}}}}``
-with NaN/inf written as null.
+{"metrics", "breakdown", "importance", "rank_autocorr", "tie_share_mean",
+"ic_decay"}}, "baselines": {name: {"metrics", "rank_autocorr",
+"tie_share_mean", "ic_decay"}}}}}`` with NaN/inf written as null.
+``rank_autocorr`` / ``tie_share_mean`` are the means over dates of
+``diagnostics.rank_autocorrelation`` (lag 1) and ``diagnostics.tie_share``;
+``ic_decay`` (``{g: {rank_ic_mean, rank_ic_nw_tstat, rank_ic_nw_se, nw_lags,
+n_days}}``) is there only when ``decay_labels`` were given. Every year row of
+``breakdown.year`` has ``partial`` (``diagnostics.partial_years`` of the dates
+with a finite pred and label); the HTML shows such a year as "2013 (partial)".
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from . import metrics as M  # noqa: E402
+from . import figures as F
+from . import metrics as M
+from .signal_stats import SignalStats
 
 SUMMARY_COLUMNS = ["rank_ic_mean", "rank_ic_std", "rank_icir", "rank_ic_tstat", "rank_ic_nw_tstat",
                    "ic_mean", "hit_rate", "top_decile_hit_rate", "long_short_ann_return", "sharpe_net",
                    "max_drawdown", "turnover", "n_days"]
+DEGENERACY_COLUMNS = ["rank_autocorr", "tie_share_mean"]
+MODEL_KEYS = ("metrics", "breakdown", "importance", "ic_decay", "rank_autocorr", "tie_share_mean")
+BASELINE_KEYS = ("metrics", "ic_decay", "rank_autocorr", "tie_share_mean")
 BREAKDOWN_COLUMNS = ["rank_ic_mean", "rank_icir", "rank_ic_nw_tstat", "hit_rate", "top_decile_hit_rate",
                      "n_days"]
 
@@ -78,20 +85,47 @@ def to_jsonable(obj):
     return str(obj)
 
 
-def _fill(hres: dict, horizon: int, cost_bps: float, sectors) -> None:
-    """Compute missing metrics / breakdowns in place from pred + labels."""
-    labels = hres.get("labels")
+def _fill(hres: dict, horizon: int, cost_bps: float, sectors) -> dict:
+    """Compute missing metrics / breakdowns / diagnostics in place from pred + labels.
+
+    Marks partial years in the year breakdown (``partial``: bool per row) and
+    returns the ``SignalStats`` of every entry with a pred, keyed (kind, name),
+    for the figures to reuse.
+    """
+    labels, decay = hres.get("labels"), hres.get("decay_labels")
+    stats = {}
     for kind in ("models", "baselines"):
-        for entry in (hres.get(kind) or {}).values():
+        for name, entry in (hres.get(kind) or {}).items():
             pred = entry.get("pred")
             if pred is None or labels is None:
                 continue
+            st = stats[(kind, name)] = SignalStats(pred, labels, horizon, cost_bps, decay)
             if entry.get("metrics") is None:
                 entry["metrics"] = M.summarize(pred, labels, horizon, cost_bps)
             if kind == "models" and entry.get("breakdown") is None:
                 entry["breakdown"] = {"year": M.breakdown(pred, labels, horizon, "year")}
                 if sectors:
                     entry["breakdown"]["sector"] = M.breakdown(pred, labels, horizon, "sector", sectors)
+            years = (entry.get("breakdown") or {}).get("year")
+            if years:
+                entry["breakdown"]["year"] = {k: {**r, "partial": str(k).isdigit() and int(k) in st.partial_years}
+                                              for k, r in years.items()}
+            if entry.get("rank_autocorr") is None:
+                entry["rank_autocorr"] = st.rank_autocorr[1]
+            if entry.get("tie_share_mean") is None:
+                entry["tie_share_mean"] = st.tie_share[1]
+            if decay and entry.get("ic_decay") is None:
+                entry["ic_decay"] = st.ic_decay
+    return stats
+
+
+def _entry_doc(entry: dict, keys: tuple) -> dict:
+    """The JSON part of one model/baseline entry; ``ic_decay`` only where it was computed."""
+    return {k: entry.get(k) for k in keys if k != "ic_decay" or entry.get("ic_decay") is not None}
+
+
+def _summary_row(entry: dict) -> dict:
+    return {**(entry.get("metrics") or {}), **{k: entry.get(k) for k in DEGENERACY_COLUMNS}}
 
 
 def _fmt(v) -> str:
@@ -112,91 +146,67 @@ def _table(rows: dict, columns: list[str], first: str = "") -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+def diagnostics_html(name, pred, labels: pd.DataFrame, horizon: int, cost_bps: float,
+                     decay_labels: dict | None = None, baselines: dict | None = None, *,
+                     stats: SignalStats | None = None, baseline_stats: dict | None = None) -> str:
+    """HTML of the signal diagnostics of one model (figures of ``diagnostics.py``).
+
+    IC histogram (mean +- 2 NW se), monthly RankIC heat map, cumulative return
+    per decile, top-minus-bottom spread over time, rank autocorrelation (beside
+    the baselines' means) and, when ``decay_labels`` (g -> label Series) are
+    given, the IC decay over g beside the baselines'. ``baselines`` is
+    ``{name: {"pred": Series}}``; ``stats`` / ``baseline_stats`` pass already
+    built ``SignalStats`` so nothing is computed twice (built here when absent).
+    """
+    st = stats or SignalStats(pred, labels, horizon, cost_bps, decay_labels)
+    bst = baseline_stats if baseline_stats is not None else _baseline_stats(baselines, labels, horizon,
+                                                                            cost_bps, decay_labels)
+    parts = ["<h4>RankIC distribution and seasonality</h4>",
+             F.ic_histogram_figure(name, st.daily_rank_ic, horizon), F.monthly_ic_figure(name, st.monthly_ic),
+             "<h4>Cumulative return per decile</h4>",
+             F.quantile_cumulative_figure(name, st.quantile_cumulative, horizon),
+             "<h4>Top-minus-bottom spread</h4>", F.spread_figure(name, st.spread, horizon, cost_bps),
+             "<h4>Signal rank autocorrelation</h4>",
+             F.rank_autocorr_figure(name, st.rank_autocorr[0], {n: b.rank_autocorr[0] for n, b in bst.items()})]
+    if st.ic_decay:
+        parts += ["<h4>IC decay</h4>",
+                  F.ic_decay_figure(name, st.ic_decay, {n: b.ic_decay for n, b in bst.items() if b.ic_decay})]
+    return "\n".join(parts)
 
 
-def _ic_figure(name, pred, labels, horizon, baselines) -> str:
-    exc = labels[f"excess_{horizon}"]
-    ic = M.daily_ic(pred, exc, "spearman")
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    a1.bar(ic.index, ic.values, width=1.0, color="#9ab", label="daily RankIC")
-    a1.plot(ic.index, ic.rolling(63, min_periods=20).mean(), color="#c33", label="63-day mean")
-    a1.axhline(0, color="k", lw=0.5)
-    a1.set_title(f"{name}: daily RankIC vs excess_{horizon}")
-    a1.legend(loc="upper left", fontsize=8)
-    a2.plot(ic.index, ic.cumsum(), lw=2, label=name)
-    for bname, b in baselines.items():
-        if b.get("pred") is not None:
-            bic = M.daily_ic(b["pred"], exc, "spearman")
-            a2.plot(bic.index, bic.cumsum(), ls="--", lw=1, label=bname)
-    a2.axhline(0, color="k", lw=0.5)
-    a2.set_title("cumulative RankIC (baselines dashed)")
-    a2.legend(loc="upper left", fontsize=8)
-    return _png(fig)
+def _baseline_stats(baselines, labels, horizon, cost_bps, decay_labels) -> dict:
+    return {n: SignalStats(b["pred"], labels, horizon, cost_bps, decay_labels)
+            for n, b in (baselines or {}).items() if b.get("pred") is not None}
 
 
-def _decile_figure(name, pred, labels, horizon) -> str:
-    q = M.quantile_returns(pred, labels[f"fwd_ret_{horizon}"], 10).mean()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(q.index.astype(str), q.values * 1e4, color=["#c55" if v < 0 else "#5a5" for v in q.values])
-    ax.set_xlabel("predicted decile (10 = best)")
-    ax.set_ylabel(f"mean fwd_ret_{horizon} (bps)")
-    ax.set_title(f"{name}: decile mean forward return")
-    return _png(fig)
+def _year_rows(rows: dict) -> dict:
+    """Year breakdown rows for the HTML table: a partial year's key reads "2013 (partial)"."""
+    return {(f"{k} (partial)" if (r or {}).get("partial") else k): r for k, r in rows.items()}
 
 
-def _long_short_figures(name, pred, labels, horizon, cost_bps) -> str:
-    books = M.long_short_books(pred, labels[f"fwd_ret_{horizon}"], horizon, cost_bps)
-    if not books:
-        return "<p class='note'>no long-short book (too few names)</p>"
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    for i, b in enumerate(books):
-        ax.plot(b.index, np.cumprod(1 + b["net"]), color="#36c" if i == 0 else "#9bd",
-                lw=1.8 if i == 0 else 0.8, label="net, book 0" if i == 0 else None)
-    ax.plot(books[0].index, np.cumprod(1 + books[0]["gross"]), color="#888", ls="--", lw=1, label="gross, book 0")
-    ax.axhline(1, color="k", lw=0.5)
-    ax.set_title(f"{name}: top-minus-bottom decile equity, net of {cost_bps:g} bps "
-                 f"({len(books)} staggered {horizon}-day books)")
-    ax.legend(loc="upper left", fontsize=8)
-    out = _png(fig)
-    tv = pd.concat(books).sort_index()["turnover"]
-    fig, ax = plt.subplots(figsize=(10, 2.5))
-    ax.plot(tv.index, tv.values, lw=0.6, color="#777")
-    ax.plot(tv.index, tv.rolling(20, min_periods=5).mean(), color="#c33", lw=1.5, label="20-rebalance mean")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("turnover per rebalance (fraction of book replaced)")
-    ax.legend(loc="upper left", fontsize=8)
-    return out + _png(fig)
-
-
-def _importance_figure(name, importance: dict, top: int = 25) -> str:
-    s = pd.Series(importance, dtype=float).dropna()
-    s = s.reindex(s.abs().sort_values(ascending=False).index[:top])[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.25 * len(s) + 1))
-    ax.barh(s.index.astype(str), s.values, color="#58a")
-    ax.set_title(f"{name}: feature importance (top {len(s)})")
-    return _png(fig)
-
-
-def _model_section(name, entry, labels, horizon, cost_bps, baselines) -> str:
+def _model_section(name, entry, labels, horizon, cost_bps, baselines, stats=None, baseline_stats=None,
+                   decay_labels=None) -> str:
     parts = [f"<h3>{html.escape(name)} (h={horizon})</h3>"]
     pred = entry.get("pred")
     if pred is not None and labels is not None:
-        parts += ["<h4>Information coefficient</h4>", _ic_figure(name, pred, labels, horizon, baselines),
-                  "<h4>Decile returns</h4>", _decile_figure(name, pred, labels, horizon),
+        st = stats or SignalStats(pred, labels, horizon, cost_bps, decay_labels)
+        bst = baseline_stats if baseline_stats is not None else _baseline_stats(baselines, labels, horizon,
+                                                                                cost_bps, decay_labels)
+        parts += ["<h4>Information coefficient</h4>",
+                  F.ic_figure(name, st.daily_rank_ic, {n: b.daily_rank_ic for n, b in bst.items()}, horizon),
+                  "<h4>Decile returns</h4>",
+                  F.decile_figure(name, st.decile_profile, {n: b.decile_profile for n, b in bst.items()}, horizon),
                   "<h4>Long-short net of costs and turnover</h4>",
-                  _long_short_figures(name, pred, labels, horizon, cost_bps)]
+                  F.long_short_figures(name, st.books, horizon, cost_bps),
+                  diagnostics_html(name, pred, labels, horizon, cost_bps, decay_labels, baselines,
+                                   stats=st, baseline_stats=bst)]
     bd = entry.get("breakdown") or {}
     for key, title in (("year", "By year"), ("sector", "By sector")):
         parts.append(f"<h4>{title}</h4>")
-        parts.append(_table(bd[key], BREAKDOWN_COLUMNS, key) if bd.get(key)
-                     else "<p class='note'>not available</p>")
+        rows = _year_rows(bd[key]) if key == "year" and bd.get(key) else bd.get(key)
+        parts.append(_table(rows, BREAKDOWN_COLUMNS, key) if rows else "<p class='note'>not available</p>")
     if entry.get("importance"):
-        parts += ["<h4>Feature importance</h4>", _importance_figure(name, entry["importance"])]
+        parts += ["<h4>Feature importance</h4>", F.importance_figure(name, entry["importance"])]
     return "\n".join(parts)
 
 
@@ -224,7 +234,7 @@ def _ensemble_sections(results: dict, doc: dict) -> list[str]:
                 for h, d in win.items() for t, e in d.items()}
         body.append(_table(rows, ["brier", "brier_base_rate", "brier_skill", "observed_rate", "mean_pred", "n"],
                            "target"))
-        body.append(_png(reliability_figure(win)))
+        body.append(F.png(reliability_figure(win)))
         doc["win_prob"] = {str(h): {t: {k: v for k, v in e.items() if k != "reliability"} for t, e in d.items()}
                            for h, d in win.items()}
     fit = (results.get("timing") or {}).get("fit_s_by_model") or {}
@@ -286,22 +296,30 @@ def write_tearsheet(out_dir, results: dict, title: str) -> dict:
             "excess returns; hit_rate = sign vs the date's universe median; top_decile_hit_rate = share of "
             "the predicted top decile beating the median. Long-short: top minus bottom decile, equal weight, "
             f"non-overlapping, averaged over the staggered books, net of {cost_bps:g} bps per unit traded. "
-            "NW t-stat uses horizon-1 lags. Daily RankIC above ~0.15 signals leakage.</p>"]
+            "NW t-stat uses horizon-1 lags. Daily RankIC above ~0.15 signals leakage. "
+            "rank_autocorr = mean Spearman correlation of a date's prediction ranks with the previous "
+            "date's; tie_share_mean = mean share of a date's predictions equal to another one's (a "
+            "degenerate model ties many). Quantile and long-short membership breaks tied predictions by a "
+            "hash of (date, symbol): deterministic, not alphabetical, redrawn each date. A year marked "
+            "(partial) is not covered from its first to its last trading day.</p>"]
     if meta:
         body.append(_table({k: {"value": v} for k, v in meta.items()}, ["value"], "meta"))
     for horizon, hres in sorted((results.get("horizons") or {}).items(), key=lambda kv: int(kv[0])):
         h = int(horizon)
-        _fill(hres, h, cost_bps, sectors)
+        stats = _fill(hres, h, cost_bps, sectors)
         models, baselines = hres.get("models") or {}, hres.get("baselines") or {}
         doc["horizons"][str(h)] = {
-            "models": {n: {k: e.get(k) for k in ("metrics", "breakdown", "importance")} for n, e in models.items()},
-            "baselines": {n: {"metrics": e.get("metrics")} for n, e in baselines.items()},
+            "models": {n: _entry_doc(e, MODEL_KEYS) for n, e in models.items()},
+            "baselines": {n: _entry_doc(e, BASELINE_KEYS) for n, e in baselines.items()},
         }
-        rows = {n: e.get("metrics") for n, e in models.items()}
-        rows.update({f"{n} (baseline)": e.get("metrics") for n, e in baselines.items()})
-        body += [f"<h2>Horizon {h} days</h2>", "<h3>Summary</h3>", _table(rows, SUMMARY_COLUMNS, "model")]
+        rows = {n: _summary_row(e) for n, e in models.items()}
+        rows.update({f"{n} (baseline)": _summary_row(e) for n, e in baselines.items()})
+        body += [f"<h2>Horizon {h} days</h2>", "<h3>Summary</h3>",
+                 _table(rows, SUMMARY_COLUMNS + DEGENERACY_COLUMNS, "model")]
+        bst = {n: stats[("baselines", n)] for n in baselines if ("baselines", n) in stats}
         for name, entry in models.items():
-            body.append(_model_section(name, entry, hres.get("labels"), h, cost_bps, baselines))
+            body.append(_model_section(name, entry, hres.get("labels"), h, cost_bps, baselines,
+                                       stats.get(("models", name)), bst, hres.get("decay_labels")))
     body += _ensemble_sections(results, doc)
     body += _extra_sections(results.get("doc_extra") or {}, doc)
     (out / "metrics.json").write_text(json.dumps(to_jsonable(doc), indent=2, allow_nan=False))
