@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections import deque
@@ -30,7 +29,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .kafka import new_consumer
-from .parity import _wait_http, stop_process
+from .children import spawn, stop_child, wait_http
 
 
 def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> str:
@@ -182,8 +181,8 @@ def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -
             cmd += ["--securities", str(files["securities"])]
         asyncio.run(publish(boot, list(fundamental_records(fund))))  # reference data before the worker starts
         log = open(workdir / "worker.log", "wb")
-        worker = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
-        _wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
+        worker = spawn(cmd, stdout=log, stderr=log)
+        wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
         con.print(f"worker pid {worker.pid} ready (health: http://127.0.0.1:{port}/health, log {workdir / 'worker.log'})")
         records = list(bar_records(replay))
         view = View(len(records))
@@ -191,10 +190,10 @@ def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -
         el = time.time() - view.t0
         con.print(f"done: {view.published:,} bars -> {view.scores:,} scores in {el:.1f}s "
                   f"({view.published / el:,.0f} bars/s end to end), {view.dead} dead letters")
-    except KeyboardInterrupt:
-        con.print("interrupted: shutting down")
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (technic.commands.shutdown.Shutdown)
+        con.print(f"{getattr(e, 'signame', 'interrupted')}: shutting down")
     finally:
-        stop_process(worker)
+        stop_child(worker)
         if broker is not None:
             broker.stop()
             con.print("broker stopped")

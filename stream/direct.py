@@ -114,7 +114,7 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(direct_ingest(settings, router, send)),
              asyncio.create_task(_every(0.25, on_tick)),
