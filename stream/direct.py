@@ -69,7 +69,7 @@ async def direct_ingest(settings, router: Router, send) -> None:
                 c.resume(*tps)
                 continue
             idle = settings.idle_sleep_s
-            await process_batch(router, ((m.topic, m.partition, m.offset, m.value)
+            await process_batch(router, ((m.topic, m.partition, m.offset, m.key, m.value)
                                          for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition))
                                          for m in batch[tp]), send)
     finally:

@@ -120,7 +120,10 @@ class WorkerMetrics:
 
         yield counter("bars_in", "Bar records received (valid or not)", st.bars_in)
         yield counter("bars_applied", "Bars applied to the per-symbol state", st.bars_applied)
-        yield counter("bars_redelivered", "Bars skipped as redeliveries (seq <= last applied)", st.redelivered)
+        yield counter("bars_redelivered", "Bars skipped as exact redeliveries (an applied seq, same content)",
+                      st.redelivered)
+        yield counter("bars_conflicting_redelivery", "Bars dead-lettered as conflicting redeliveries (an applied "
+                      "seq, different content)", st.conflicting_redeliveries)
         yield counter("scores_out", "Score records emitted", st.scores_out)
         yield counter("timestamps_closed", "Bar timestamps closed (cross-section scored)", st.timestamps_closed)
         yield counter("seq_gaps", "Per-symbol sequence gaps seen", st.gaps)

@@ -28,9 +28,9 @@ def _drive(data, n=3000, extra=()):
     p = ScoringPipeline(ModelSource(None, scorer=LinearScorer()), sectors=secs, config=PipelineConfig(grace_s=1e9))
     r = Router(p)
     topic = topic_name("bars")
-    for off, v in enumerate([rec[2] for rec in recs] + list(extra)):
-        r.handle(topic, 0, off, v)
-    r.handle(topic, 0, 5, recs[5][2])  # an already handled offset: skipped by the ledger
+    for off, (k, v) in enumerate([rec[1:] for rec in recs] + [(None, x) for x in extra]):
+        r.handle(topic, 0, off, k, v)
+    r.handle(topic, 0, 5, *recs[5][1:])  # an already handled offset: skipped by the ledger
     p.flush()
     return p, r, recs
 
