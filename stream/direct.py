@@ -34,7 +34,6 @@ KINDS = ("control", "fundamentals", "alt", "bars")  # side topics before bars wi
 
 async def direct_ingest(settings, router: Router, send) -> None:
     """Consume the input topics from where the catch-up stopped, in micro-batches, until cancelled."""
-    p = router.pipeline
     names = [topic_name(k) for k in KINDS]
     # auto_offset_reset="none": a broker that restarts may briefly report a shorter log; jumping to
     # "latest" would silently skip records, so re-seek to the ledger's position and retry instead
@@ -62,6 +61,10 @@ async def direct_ingest(settings, router: Router, send) -> None:
                     if tp.topic != topic_name("control"):
                         c.seek(tp, router.ledger.handled.get((tp.topic, tp.partition), -1) + 1)
                 continue
+            for tp in tps:  # the consumer's highwater per partition: /metrics reports the lag from it
+                hw = c.highwater(tp)
+                if hw is not None:
+                    router.highwaters[(tp.topic, tp.partition)] = hw
             if not batch:  # back off while idle (5 ms doubling to 0.1 s), straight back on data
                 c.pause(*tps)
                 await asyncio.sleep(idle)
@@ -102,7 +105,8 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
         return web.json_response({"ready": ok, **detail}, status=200 if ok else 503)
 
     async def metrics_view(request):
-        return web.Response(body=render_metrics(p, router), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return web.Response(body=render_metrics(p, router, highwaters=router.highwaters),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     wapp = web.Application()
     wapp.router.add_get("/health", health_view)

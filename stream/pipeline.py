@@ -54,6 +54,7 @@ from technic.models.preprocess import rank_gauss
 from .admission import NO_KEY, BarAdmission, check_key
 from .alerts import AlertGate, make_alert
 from .codecs import RecordError, decode, deadletter_record, parse_ts, utc_now_iso
+from .latency import LatencyHistogram
 from .models import ModelSource
 from .timestamps import ts_ns, ts_string  # noqa: F401 (ts_ns re-exported)
 
@@ -100,10 +101,10 @@ class Stats:
     gaps: int = 0
     deadletter: Counter = field(default_factory=Counter)
     alerts: Counter = field(default_factory=Counter)
-    latency_s: list = field(default_factory=list)  # bar receive -> score ready, sampled
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # bar receive -> score, per score
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "latency_s"}
+        d = {k: v for k, v in self.__dict__.items() if k != "latency"}
         d["deadletter"] = dict(self.deadletter)
         d["alerts"] = dict(self.alerts)
         return d
@@ -323,11 +324,8 @@ class ScoringPipeline:
             if online:
                 value["score_online"] = {f"{h}d": float(v[i]) for h, v in online.items() if np.isfinite(v[i])}
             out.append(Output("scores", sym.encode(), value))
-        now = self.clock()
-        self.stats.latency_s.extend(now - r for r in received[:: max(1, len(received) // 20)])
-        if len(self.stats.latency_s) > 100_000:
-            del self.stats.latency_s[:50_000]
-        self.stats.scores_out += sum(o.kind == "scores" for o in out)
+        self.stats.latency.observe(self.clock() - np.asarray(received, dtype=np.float64))  # one per score
+        self.stats.scores_out += len(names)
         return out
 
     # -- per-symbol normalized feature history (for sequence models) -------------------

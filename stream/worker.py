@@ -71,6 +71,7 @@ class Router:
         self.dlq_seen: dict[tuple[str, int], int] = {}
         self.alerts_until = None
         self.catchup_done = False  # set by catch_up(); /ready reports it
+        self.highwaters: dict[tuple[str, int], int] = {}  # (topic, partition) -> consumer highwater (lag)
         self.kinds = {topic_name(k): k for k in ("bars", "fundamentals", "alt", "control")}
 
     def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
