@@ -120,6 +120,8 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    log.info("live ingest (direct) from %s; health on http://%s:%d/health", settings.bootstrap,
+             settings.web_bind, settings.web_port)
     tasks = [asyncio.create_task(direct_ingest(settings, router, send)),
              asyncio.create_task(_every(0.25, on_tick)),
              asyncio.create_task(_every(models_poll_s, on_registry))]
@@ -133,4 +135,4 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
     await runner.cleanup()
     if failed:
         raise failed[0].exception()
-    log.warning("worker stopped: %s", p.status())
+    log.info("worker stopped: %s", p.status())

@@ -309,8 +309,9 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
         finally:
             await sender.close()
 
+    log.info("catch-up from %s (model %s)", settings.bootstrap, models.version)
     counts = asyncio.run(_catch_up())
-    log.warning("catch-up done: %s; model %s", counts, models.version)
+    log.info("catch-up done: %s; model %s", counts, models.version)
     if settings.ingest == "direct":
         from .direct import serve_direct
         asyncio.run(serve_direct(settings, router))
