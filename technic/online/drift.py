@@ -136,16 +136,22 @@ class PSIMonitor:
     """Per-feature PSI over tumbling windows of ``window`` timestamps (see module docstring)."""
 
     def __init__(self, reference: dict, feature_names, window: int = 20, eps: float = 1e-4,
-                 include_missing: bool = False):
+                 include_missing: bool = False, min_share: float = 0.0):
         self.feature_names = [f for f in feature_names if f in reference]
         self.window, self.eps, self.include_missing = int(window), float(eps), bool(include_missing)
+        self.min_share = float(min_share)
         self.reference = {f: reference[f] for f in self.feature_names}
         self._bins = [reference_bins(self.reference[f]) for f in self.feature_names]
         self.counts = [np.zeros(len(e) + 2) for e, _ in self._bins]
         self.n_ts = 0
 
     def update(self, X) -> dict[str, float] | None:
-        """Add one timestamp (k, len(feature_names)); at the end of a window return {feature: PSI}."""
+        """Add one timestamp (k, len(feature_names)); at the end of a window return {feature: PSI}.
+
+        NaN values count in the missing bin (compared only with ``include_missing``). A feature
+        whose finite values are fewer than ``min_share`` of the window's rows gets no PSI: a few
+        symbols repeated over the window are no sample of its distribution.
+        """
         X = np.asarray(X, dtype=np.float64)
         for j, (edges, _) in enumerate(self._bins):
             x = X[:, j]
@@ -158,6 +164,8 @@ class PSIMonitor:
             return None
         out = {}
         for f, c, (_, e) in zip(self.feature_names, self.counts, self._bins):
+            if c[:-1].sum() < self.min_share * c.sum() or c.sum() == 0:
+                continue
             if not self.include_missing:
                 c, e = c[:-1], e[:-1] / e[:-1].sum() if e[:-1].sum() > 0 else e[:-1]
             out[f] = psi(c, e, self.eps)
@@ -168,11 +176,13 @@ class PSIMonitor:
 
     def to_dict(self) -> dict:
         return {"reference": self.reference, "feature_names": self.feature_names, "window": self.window,
-                "eps": self.eps, "include_missing": self.include_missing, "n_ts": self.n_ts, "counts": [c.tolist() for c in self.counts]}
+                "eps": self.eps, "include_missing": self.include_missing, "min_share": self.min_share,
+                "n_ts": self.n_ts, "counts": [c.tolist() for c in self.counts]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PSIMonitor":
-        m = cls(d["reference"], d["feature_names"], d["window"], d["eps"], d["include_missing"])
+        m = cls(d["reference"], d["feature_names"], d["window"], d["eps"], d["include_missing"],
+                d.get("min_share", 0.0))
         m.n_ts = int(d["n_ts"])
         m.counts = [np.asarray(c, dtype=np.float64) for c in d["counts"]]
         return m
@@ -188,6 +198,10 @@ class RollingIC:
     def update(self, ic: float) -> float | None:
         if math.isfinite(ic):
             self.values.append(float(ic))
+        return self.mean()
+
+    def mean(self) -> float | None:
+        """Mean of the window once full, else None."""
         return float(np.mean(self.values)) if len(self.values) == self.window else None
 
     def to_dict(self) -> dict:
