@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -66,6 +67,8 @@ def worker_cmd(
                                                        "CSV); bars of other symbols are dead-lettered. "
                                                        "Default: open universe"),
     drift: bool = typer.Option(True, "--drift/--no-drift", help="drift monitoring (PSI, IC decay, ADWIN, Page-Hinkley)"),
+    score_from: Optional[str] = typer.Option(None, help="score bar timestamps from this date on (YYYY-MM-DD); "
+                                                       "earlier bars only warm up the features"),
     online_learning: bool = typer.Option(False, "--online-learning/--no-online-learning",
                                          help="River online correction of the scores (off: it did not help "
                                               "out of sample, see technic online-eval)"),
@@ -79,9 +82,10 @@ def worker_cmd(
     setup_logging(log_json)
     # every input is checked before a broker starts: a typo must not leave anything running
     root, sectors = _registry(registry), _sectors(securities)
-    config = PipelineConfig(grace_s=grace, top_k=top_k, universe=_universe(universe))
+    config = PipelineConfig(grace_s=grace, top_k=top_k, universe=_universe(universe), score_from=_date(score_from))
     online = OnlineConfig(enabled=drift or online_learning, online_learning=online_learning)
     boot, broker = _bootstrap(bootstrap, broker_dir)
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # connected: outages are logged, rate-limited
     settings = WorkerSettings(bootstrap=boot, app_id=app_id, web_port=web_port, web_bind=web_bind,
                               datadir=str(datadir), ingest=Ingest(ingest).value)
     try:
@@ -159,6 +163,17 @@ def parity_cmd(days: int = typer.Option(60, min=1, help="trading days to replay"
         raise SystemExit(1)
 
 
+def _date(value: str | None, option: str = "--score-from") -> str | None:
+    if value is None:
+        return None
+    from .codecs import parse_ts
+    try:
+        parse_ts(value)
+    except ValueError:
+        raise TechnicError(f"{option} {value!r}: not a date (YYYY-MM-DD or an ISO datetime)") from None
+    return value
+
+
 def _registry(path: Path | None) -> str:
     """The registry root; a path that does not exist at all is a typo (an empty registry is fine:
     the worker then waits for a promotion)."""
@@ -203,11 +218,18 @@ def _sectors(securities: Path | None):
     return sector_map(load_securities(securities)) if securities else None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
     from technic.commands.runner import run_app  # one-line errors, non-negative numbers, SIGTERM/SIGHUP
     from .logs import setup_logging
     setup_logging(as_json=False)
-    run_app(app)
+    # short-lived commands (tail, publish, broker, parity) report an unreachable cluster as one error
+    # line; the worker logs aiokafka's own errors again, rate-limited (stream.logs)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    run_app(app, argv, prog_name="technic-stream",
+            environment_errors={KafkaConnectionError: "cannot reach the Kafka cluster (--bootstrap / "
+                                                      "$TECHNIC_BOOTSTRAP)"})
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,6 +85,7 @@ class PipelineConfig:
     universe: frozenset | None = None  # if set, bars of other symbols are dead-lettered (unknown_symbol)
     seq_window: int = 4096        # applied bars per symbol whose content a redelivery is checked against
     top_k: int = 5                # feature contributions per score (0 = none)
+    score_from: str | None = None  # bars before this timestamp only build state (warm-up): no score, no drift
     max_payload: int = 65536
     alert_cooldown: int = 20      # timestamps between repeats of one alert
     extreme_return: float = 0.4   # |1-bar return| above this raises an alert
@@ -131,7 +132,8 @@ class ScoringPipeline:
         self.active: set[str] = set()
         self.last_closed = NAT
         self.max_seen = NAT
-        self.suppress_until = NAT       # do not emit scores at or before this ts (catch-up)
+        # do not score timestamps at or before this (the warm-up before score_from; the catch-up)
+        self.suppress_until = NAT if not self.cfg.score_from else ts_ns(self.cfg.score_from) - 1
         self.stats = Stats()
         self.gate = AlertGate(self.cfg.alert_cooldown)
         self._feature_index = {n: i for i, n in enumerate(R.FEATURE_NAMES)}

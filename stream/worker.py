@@ -186,7 +186,7 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
     p = router.pipeline
     if last_score["ts"] is not None:
         from technic.features.incremental import to_ns
-        p.suppress_until = to_ns(last_score["ts"].replace(tzinfo=None)) - 1
+        p.suppress_until = max(p.suppress_until, to_ns(last_score["ts"].replace(tzinfo=None)) - 1)
         router.alerts_until = last_score["ts"]
     counts = {"scores_emitted": 0}
 

@@ -107,8 +107,8 @@ _register_optional()
 non_negative_numbers(app)  # CLI policy (technic.commands.runner): numeric options are never negative
 
 
-def main() -> None:
-    run_app(app)
+def main(argv: list[str] | None = None) -> None:
+    run_app(app, argv, prog_name="technic")
 
 
 if __name__ == "__main__":  # pragma: no cover

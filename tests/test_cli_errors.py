@@ -21,8 +21,10 @@ import pytest
 import typer.main
 
 from stream.cli import app as stream_app
+from stream.cli import main as stream_main
 from technic.cli import app as technic_app
-from technic.commands.runner import non_negative_numbers, run_app
+from technic.cli import main as technic_main
+from technic.commands.runner import non_negative_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests" / "fixtures"
@@ -30,6 +32,7 @@ MISSING = "/nonexistent-technic-test/missing.csv"
 #: options that name a file or directory the command reads
 INPUT_FILES = {"bars", "fundamentals", "securities", "alt", "universe", "params", "data"}
 APPS = {"technic": technic_app, "technic-stream": stream_app}
+MAINS = {"technic": technic_main, "technic-stream": stream_main}
 
 
 def _tree(app, prog):
@@ -112,7 +115,7 @@ def _cases(tmp: Path):
 
 def _run(prog: str, argv: list[str], capsys) -> tuple[int, str]:
     with pytest.raises(SystemExit) as ex:
-        run_app(APPS[prog], argv, prog_name=prog)
+        MAINS[prog](argv)
     return ex.value.code, capsys.readouterr().err
 
 
@@ -163,6 +166,14 @@ def test_unknown_names_technic(argv, expect, tmp_path, capsys, monkeypatch):
 def test_tail_of_an_unknown_topic(tmp_path, capsys):
     code, err = _run("technic-stream", ["tail", "nosuchtopic", "--broker-dir", str(tmp_path / "broker")], capsys)
     _assert_one_line(code, err, "nosuchtopic", "tail nosuchtopic")
+
+
+@pytest.mark.parametrize("argv", [["tail", "scores"], ["publish", "--bars", str(FIX / "bars_small.csv")],
+                                  ["worker", "--registry", str(FIX)]])
+def test_unreachable_cluster(argv, capsys):
+    from stream.broker import free_port
+    code, err = _run("technic-stream", argv + ["--bootstrap", f"127.0.0.1:{free_port()}"], capsys)
+    _assert_one_line(code, err, "cannot reach the Kafka cluster", " ".join(argv))
 
 
 DONE_MEANS = [

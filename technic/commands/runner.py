@@ -97,15 +97,24 @@ def _command_path(exc) -> str:
     return getattr(ctx, "command_path", "") or ""
 
 
-def run_app(typer_app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> None:
-    """Run a typer app; user errors print one line and exit 2 (see module docstring)."""
+def run_app(typer_app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None,
+            environment_errors: dict | None = None) -> None:
+    """Run a typer app; user errors print one line and exit 2 (see module docstring).
+
+    ``environment_errors`` maps further exception types to a prefix for their one-line message
+    (``technic-stream``: a Kafka cluster that cannot be reached is the user's to fix, not a bug).
+    """
     usage_errors, aborts = _usage_error_types(), _abort_types()
+    env_errors = tuple(environment_errors or ())
     non_negative_numbers(typer_app)
     install_shutdown_handlers()
     try:
         typer_app(args=argv, prog_name=prog_name, standalone_mode=False)
     except TechnicError as e:
         _fail(str(e))
+    except env_errors as e:
+        prefix = next(v for k, v in environment_errors.items() if isinstance(e, k))
+        _fail(f"{prefix}: {e}")
     except usage_errors as e:
         fmt = getattr(e, "format_message", None)
         msg = fmt() if callable(fmt) else str(e)
