@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
                                     InfoMetricFamily)
 
+from .codecs import REASON_CODES, load_schema
 from .latency import LATENCY_BUCKETS  # noqa: F401 (re-exported)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -97,13 +98,13 @@ class WorkerMetrics:
         yield counter("offset_gaps", "Forward jumps in consumed offsets", len(getattr(ledger, "gaps", ())))
 
         dl = CounterMetricFamily(f"{n}_deadletter", "Records dead-lettered, by reason code", labels=["reason"])
-        from .codecs import REASON_CODES
         for code in sorted(set(REASON_CODES) | set(st.deadletter)):
             dl.add_metric([code], float(st.deadletter.get(code, 0)))
         yield dl
         al = CounterMetricFamily(f"{n}_alerts", "Alerts emitted, by type", labels=["type"])
-        for t, v in sorted(st.alerts.items()):
-            al.add_metric([t], float(v))
+        types = load_schema("alerts")["properties"]["type"]["enum"]  # every type, 0 until it fires
+        for t in sorted(set(types) | set(st.alerts)):
+            al.add_metric([t], float(st.alerts.get(t, 0)))
         yield al
 
         h = HistogramMetricFamily(f"{n}_bar_to_score_latency_seconds",

@@ -403,6 +403,8 @@ def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  #
         async def keys(msgs):
             dead_msg_keys.extend((m.key, orjson.loads(m.value)["source_topic"]) for m in msgs)
         asyncio.run(_read_all(broker.bootstrap, topic_name("deadletter"), keys))
+        from tests.test_ops_kit import missing_metrics  # the ops kit names only what a real worker exports
+        assert missing_metrics(worker.get("/metrics").decode()) == []
     finally:
         worker.stop()
     # every dead letter is keyed by its source topic (the documented key of technic.deadletter)
