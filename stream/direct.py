@@ -1,9 +1,9 @@
 """Direct mode: the worker's live phase without Faust's consumer.
 
 The embedded broker answers empty fetches at once (it ignores ``fetch.max.wait.ms``), so an
-idle Faust consumer thread spins a full core and contends for the GIL with the scoring loop
-(measured: an idle worker at ~100 % CPU, and the live path at a third of the catch-up rate).
-Direct mode therefore continues exactly where the catch-up stopped with one group-less aiokafka
+idle Faust consumer thread spins a core and contends for the GIL with the scoring loop (the
+live-path figures of both modes are in bench/results/stream.md and the README's Performance
+table). Direct mode therefore continues exactly where the catch-up stopped with one group-less aiokafka
 consumer over the input topics, pauses between empty fetches, runs the same timers as the
 Faust mode and serves ``/health``, ``/ready`` and ``/metrics`` with aiohttp. It suits one worker
 (the embedded broker's limit anyway); ``--ingest faust`` runs the Faust agents in a consumer

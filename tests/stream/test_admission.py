@@ -133,3 +133,20 @@ def test_seq_digests_window():
     assert d.classify("B", 0, 0) == UNVERIFIED
     with pytest.raises(ValueError):
         SeqDigests(0)
+
+
+def test_offset_ledger_skips_offsets_replayed_after_a_restart(data):  # noqa: F811
+    """What a Faust group consumer may do after a restart (faust-streaming #48/#606): re-deliver a few
+    offsets the worker already handled. The ledger skips and counts them before the pipeline sees them."""
+    bars, _, secs = data
+    recs = list(bar_records(bars))[:120]
+    r = _router(secs)
+    for off, (_, k, v) in enumerate(recs[:100]):
+        r.handle(BARS, 0, off, k, v)
+    applied = r.pipeline.stats.bars_in
+    for off in range(95, 120):                  # 95..99 again, then new ones
+        r.handle(BARS, 0, off, recs[off][1], recs[off][2])
+    assert r.ledger.skipped == 5 and r.pipeline.stats.redelivered == 0
+    assert r.pipeline.stats.bars_in == applied + 20 and not r.ledger.gaps
+    r.handle(BARS, 0, 125, recs[0][1], recs[0][2])   # a forward jump is recorded as a gap
+    assert r.ledger.gaps == [(BARS, 0, 119, 125)]
