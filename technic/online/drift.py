@@ -16,6 +16,8 @@
   alone (shares renormalized): the training missing rate is dominated by the features' warm-up
   (a 252-bar lookback leaves a third of a 3-year training set NaN), which a warmed-up stream never
   shows, so including it would raise a permanent false alarm.
+- PSI helpers for the layer: ``warmed_up`` (NaN for values still in their lookback warm-up),
+  ``psi_summary`` (one alert's worth of a window: the features above the threshold, worst first).
 - ``RollingIC``: rolling mean of the last ``window`` daily RankICs (``ic_decay`` below a threshold).
 - ``DeadLetterRate``: dead letters / bars received over the last ``window`` timestamps.
 """
@@ -186,6 +188,35 @@ class PSIMonitor:
         m.n_ts = int(d["n_ts"])
         m.counts = [np.asarray(c, dtype=np.float64) for c in d["counts"]]
         return m
+
+
+def feature_lookbacks(features) -> np.ndarray:
+    """Bars each feature needs before its value is out of warm-up (the feature registry's lookback)."""
+    from technic.features import registry as R
+    lookback = {d["name"]: int(d["lookback"]) for d in R.describe()}
+    return np.array([lookback.get(f, 0) for f in features], dtype=np.int64)
+
+
+def warmed_up(engine, symbols, X, lookbacks) -> np.ndarray:
+    """``X`` with NaN where a symbol has not yet more bars than the feature's lookback (PSI input);
+    ``engine`` is the stream's FeatureEngine (per-symbol ``n_bars``), None = no masking."""
+    if engine is None or not len(symbols):
+        return X
+    n = engine.n_bars[np.array([engine.slots[s] for s in symbols], dtype=np.intp)]
+    X = np.array(X, dtype=np.float64, copy=True)
+    X[n[:, None] <= np.asarray(lookbacks)[None, :]] = np.nan
+    return X
+
+
+def psi_summary(res: dict | None, threshold: float, severe: float, top: int = 5):
+    """(severity, worst PSI, its feature, "k of n features above t: f1 v1, ...") or None if none is above."""
+    over = sorted(((v, f) for f, v in (res or {}).items() if v > threshold), reverse=True)
+    if not over:
+        return None
+    listed = ", ".join(f"{f} {v:.2f}" for v, f in over[:top]) + (" ..." if len(over) > top else "")
+    worst, name = over[0]
+    return ("critical" if worst > severe else "warning", worst, name,
+            f"{len(over)} of {len(res)} features above {threshold:g}: {listed}")
 
 
 class RollingIC:

@@ -49,7 +49,8 @@ from stream.pipeline import ExtensionResult, ts_string
 from technic.features import registry as R
 from technic.models.preprocess import rank_gauss
 
-from .drift import AdwinDetector, DeadLetterRate, PageHinkleyDetector, PSIMonitor, RollingIC, spearman
+from .drift import (AdwinDetector, DeadLetterRate, PageHinkleyDetector, PSIMonitor, RollingIC, feature_lookbacks,
+                    psi_summary, spearman, warmed_up)
 from .labels import DelayedLabelBuffer
 from .learners import OnlineLearner
 
@@ -58,11 +59,6 @@ PSI_WARNING, PSI_CRITICAL = 2.0, 5.0
 #: alert types held back during the detector warm-up (the dead-letter rate is not: bad input is bad at once)
 DRIFT_TYPES = ("psi", "drift_adwin", "drift_page_hinkley", "ic_decay", "retrain_requested")
 
-
-def feature_lookbacks(features) -> np.ndarray:
-    """Bars each feature needs before its value is out of warm-up (the registry's lookback)."""
-    lookback = {d["name"]: int(d["lookback"]) for d in R.describe()}
-    return np.array([lookback.get(f, 0) for f in features], dtype=np.int64)
 
 
 @dataclass
@@ -198,7 +194,8 @@ class OnlineLayer:
             if h == self.hm:
                 alerts += self._monitor(mt, P[:, j], y, ts, scorer.version)
         if self.psi is not None:
-            alerts += self._psi_alert(self.psi.update(self._warmed_up(symbols, Xraw)), ts, scorer.version)
+            X = warmed_up(self._engine, symbols, Xraw, self._lookbacks)
+            alerts += self._psi_alert(self.psi.update(X), ts, scorer.version)
         if self._stats is not None:
             dead = sum(self._stats.deadletter.values())
             rate, n = self.dead.update(self._stats.bars_in, dead)
@@ -212,28 +209,16 @@ class OnlineLayer:
                                   f"severe drift ({why}): retrain requested")
         return ExtensionResult(online_scores=online if c.online_learning and online else None, alerts=alerts)
 
-    def _warmed_up(self, symbols, X) -> np.ndarray:
-        """X with NaN where a symbol has not yet more bars than the feature's lookback (PSI input)."""
-        eng = self._engine
-        if eng is None or not len(symbols):
-            return X
-        n = eng.n_bars[np.array([eng.slots[s] for s in symbols], dtype=np.intp)]
-        X = X.copy()
-        X[n[:, None] <= self._lookbacks[None, :]] = np.nan
-        return X
-
     def _psi_alert(self, res: dict | None, ts: str, version: str) -> list[dict]:
         """One alert per PSI window: the features above the threshold, worst first."""
         c = self.cfg
-        over = sorted(((v, f) for f, v in (res or {}).items() if v > c.psi_threshold), reverse=True)
-        if not over:
+        found = psi_summary(res, c.psi_threshold, c.psi_severe, c.psi_top)
+        if found is None:
             return []
-        worst, name = over[0]
-        listed = ", ".join(f"{f} {v:.2f}" for v, f in over[: c.psi_top]) + (" ..." if len(over) > c.psi_top else "")
-        sev = "critical" if worst > c.psi_severe else "warning"
+        sev, worst, name, message = found
         return self._alert("psi", sev, "psi", worst, c.psi_threshold, c.psi_window, ts, version,
-                           f"PSI over the last {c.psi_window} timestamps vs training: {len(over)} of {len(res)} "
-                           f"features above {c.psi_threshold:g}: {listed}", feature=name, gate_key=("psi",))
+                           f"PSI over the last {c.psi_window} timestamps vs training: {message}", feature=name,
+                           gate_key=("psi",))
 
     @staticmethod
     def _severity(worse: bool, harmful: bool) -> str:
