@@ -99,8 +99,8 @@ class WorkerProc:
         else:
             cmd = [sys.executable, "-c", _LINEAR_LAUNCH, self.bootstrap, str(self.port), self.app_id, datadir,
                    str(self.grace), str(self.securities or "")]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log_path, "wb"))
+        from stream.children import spawn
+        self.proc = spawn(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"))
         self.wait_ready(ready_timeout)
         return self
 

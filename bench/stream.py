@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, environment, write_results  # noqa: E402
 from stream.broker import free_port as _free_port  # noqa: E402
-from stream.parity import _wait_http  # noqa: E402
+from stream.children import wait_http as _wait_http  # noqa: E402
 
 TARGET_BARS_S = 10_000
 TARGET_P99_MS = 50.0
@@ -192,7 +192,8 @@ class WorkerRun:
     def start(self, timeout_s=600) -> float:
         env = dict(os.environ, TECHNIC_TOPIC_PREFIX=self.prefix)
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
+        from stream.children import spawn
+        self.proc = spawn(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
         _wait_http(f"http://127.0.0.1:{self.port}/health", timeout_s, self.proc)
         return time.perf_counter() - t0
 

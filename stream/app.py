@@ -29,9 +29,9 @@ class WorkerSettings:
     batch_max: int = 5000          # records per micro-batch
     batch_within_s: float = 0.05   # max wait to fill a micro-batch
     # live ingest: "direct" = stream.direct, a group-less aiokafka consumer continuing exactly
-    # where the catch-up stopped, without Faust's consumer (one worker; ~3.5x the live throughput
-    # of the Faust agent path in bench/stream.py); "faust" = Faust agents in the consumer group
-    # (partition assignment across several workers on a real cluster)
+    # where the catch-up stopped, without Faust's consumer (one worker; the faster live path, figures
+    # in bench/results/stream.md); "faust" = Faust agents in the consumer group (partition
+    # assignment across several workers on a real cluster)
     ingest: str = "direct"
     idle_sleep_s: float = 0.005    # direct ingest: first pause after an empty fetch (doubles to 0.1 s)
 

@@ -28,6 +28,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Iterable
 
+from stream.children import spawn, stop_child
 from stream.topics_config import create_topics, create_topics_async  # noqa: F401 (re-export)
 from technic.errors import TechnicError
 
@@ -207,8 +208,9 @@ class EmbeddedBroker:
                "--kafka-port", str(self.port), "--data-dir", str(self.data_dir)]
         self._log = open(self.log_path, "ab")
         t0 = time.monotonic()
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        # own process group (Ctrl-C in the terminal does not reach it; stop() does) and SIGTERM
+        # when this process dies without stopping it (stream.children)
+        self._proc = spawn(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         atexit.register(self.stop)  # never leave an orphaned broker behind
         deadline = t0 + self.ready_timeout_s
         last: Exception | None = None
@@ -240,16 +242,10 @@ class EmbeddedBroker:
         if self._proc is None:
             return None
         timeout = self.stop_timeout_s if timeout_s is None else timeout_s
-        proc = self._proc
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        rc = proc.returncode
-        self._cleanup()
+        try:
+            rc = stop_child(self._proc, timeout)
+        finally:
+            self._cleanup()
         return rc
 
     def kill(self) -> None:
@@ -323,8 +319,12 @@ def run_broker(data_dir: str | os.PathLike, port: int | None = None,
     def _on_signal(signum, frame):  # noqa: ARG001
         stop["flag"] = True
 
-    # SIGINT too: a Ctrl-C (or a supervisor) must reach us even if SIGINT was ignored.
-    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGINT too: a Ctrl-C (or a supervisor) must reach us even if SIGINT was ignored; SIGHUP
+    # (terminal closed) unless it is ignored (nohup)
+    sigs = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        sigs.append(signal.SIGHUP)
+    old = {sig: signal.signal(sig, _on_signal) for sig in sigs}
     try:
         broker.start()
         if create:

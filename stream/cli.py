@@ -9,6 +9,7 @@ real cluster: no embedded broker starts); otherwise to the embedded broker of
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import os
@@ -34,9 +35,15 @@ def _bootstrap(bootstrap: str | None, broker_dir: Path):
     return boot, broker
 
 
+class Ingest(str, enum.Enum):
+    direct = "direct"
+    faust = "faust"
+
+
 @app.command("broker")
-def broker_cmd(broker_dir: Path = BrokerDirOpt, port: Optional[int] = typer.Option(None, help="port (default: free)"),
-               partitions: Optional[int] = typer.Option(None, help="partitions of symbol-keyed topics")):
+def broker_cmd(broker_dir: Path = BrokerDirOpt,
+               port: Optional[int] = typer.Option(None, min=1, max=65535, help="port (default: free)"),
+               partitions: Optional[int] = typer.Option(None, min=1, help="partitions of symbol-keyed topics")):
     """Run the embedded Kafka-protocol broker (noida-db) in the foreground; creates the topics."""
     from .broker import run_broker
     raise SystemExit(run_broker(broker_dir, port=port, partitions=partitions))
@@ -47,18 +54,21 @@ def worker_cmd(
     bootstrap: Optional[str] = BootstrapOpt, broker_dir: Path = BrokerDirOpt,
     registry: Optional[Path] = typer.Option(None, help="model registry (else $TECHNIC_REGISTRY or ./registry)"),
     securities: Optional[Path] = typer.Option(None, help="securities file for GICS sectors (default: shipped data)"),
-    web_port: int = typer.Option(6066, help="port of the health/metrics web server"),
+    web_port: int = typer.Option(6066, min=0, max=65535, help="port of the health/metrics web server"),
     web_bind: str = typer.Option("127.0.0.1", help="address of the web server (0.0.0.0 inside a container)"),
     grace: float = typer.Option(2.0, help="seconds without new bars after which a timestamp is closed"),
     top_k: int = typer.Option(5, help="feature contributions per score (0 = off)"),
     app_id: str = typer.Option("technic-worker", help="consumer group / Faust app id"),
     datadir: Path = typer.Option(Path(".technic/worker"), help="worker data directory"),
     log_json: bool = typer.Option(True, "--log-json/--log-text", help="structured JSON logs or human-readable"),
-    ingest: str = typer.Option("direct", help="bars ingest: direct (one worker, fastest) or faust (consumer group)"),
+    ingest: Ingest = typer.Option(Ingest.direct, help="bars ingest: direct (one worker, fastest) or faust "
+                                                      "(consumer group)"),
     universe: Optional[Path] = typer.Option(None, help="file of allowed symbols (one per line, or a securities "
                                                        "CSV); bars of other symbols are dead-lettered. "
                                                        "Default: open universe"),
     drift: bool = typer.Option(True, "--drift/--no-drift", help="drift monitoring (PSI, IC decay, ADWIN, Page-Hinkley)"),
+    score_from: Optional[str] = typer.Option(None, help="score bar timestamps from this date on (YYYY-MM-DD); "
+                                                       "earlier bars only warm up the features"),
     online_learning: bool = typer.Option(False, "--online-learning/--no-online-learning",
                                          help="River online correction of the scores (off: it did not help "
                                               "out of sample, see technic online-eval)"),
@@ -68,18 +78,18 @@ def worker_cmd(
     from .logs import setup_logging
     from .pipeline import PipelineConfig
     from .worker import run_worker
+    from technic.online.layer import OnlineConfig
     setup_logging(log_json)
+    # every input is checked before a broker starts: a typo must not leave anything running
+    root, sectors = _registry(registry), _sectors(securities)
+    config = PipelineConfig(grace_s=grace, top_k=top_k, universe=_universe(universe), score_from=_date(score_from))
+    online = OnlineConfig(enabled=drift or online_learning, online_learning=online_learning)
     boot, broker = _bootstrap(bootstrap, broker_dir)
-    if ingest not in ("direct", "faust"):
-        raise TechnicError(f"--ingest must be 'direct' or 'faust', got {ingest!r}")
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # connected: outages are logged, rate-limited
     settings = WorkerSettings(bootstrap=boot, app_id=app_id, web_port=web_port, web_bind=web_bind,
-                              datadir=str(datadir), ingest=ingest)
+                              datadir=str(datadir), ingest=Ingest(ingest).value)
     try:
-        from technic.online.layer import OnlineConfig
-        online = OnlineConfig(enabled=drift or online_learning, online_learning=online_learning)
-        run_worker(settings, registry_root=_registry(registry), sectors=_sectors(securities),
-                   pipeline_config=PipelineConfig(grace_s=grace, top_k=top_k, universe=_universe(universe)),
-                   online=online)
+        run_worker(settings, registry_root=root, sectors=sectors, pipeline_config=config, online=online)
     finally:
         if broker is not None:
             broker.stop()
@@ -118,7 +128,8 @@ def publish_cmd(
 
 
 @app.command("tail")
-def tail_cmd(topic: str = typer.Argument(..., help="topic kind (scores, alerts, deadletter, ...) or full name"),
+def tail_cmd(topic: str = typer.Argument(..., help="topic kind (bars, fundamentals, alt, scores, alerts, "
+                                                   "deadletter, control) or full topic name"),
              as_json: bool = typer.Option(False, "--json", help="one JSON record per line"),
              from_beginning: bool = typer.Option(False, "--from-beginning"),
              limit: Optional[int] = typer.Option(None, help="stop after N records"),
@@ -137,8 +148,8 @@ def tail_cmd(topic: str = typer.Argument(..., help="topic kind (scores, alerts, 
 
 
 @app.command("parity")
-def parity_cmd(days: int = typer.Option(60, help="trading days to replay"),
-               symbols: int = typer.Option(100, help="number of symbols"),
+def parity_cmd(days: int = typer.Option(60, min=1, help="trading days to replay"),
+               symbols: int = typer.Option(100, min=1, help="number of symbols"),
                as_json: bool = typer.Option(False, "--json"),
                data: Optional[Path] = typer.Option(None, help="data directory (default: shipped dev data)"),
                registry: Optional[Path] = typer.Option(None, help="registry with a promoted model "
@@ -152,7 +163,22 @@ def parity_cmd(days: int = typer.Option(60, help="trading days to replay"),
         raise SystemExit(1)
 
 
-def _registry(path: Path | None):
+def _date(value: str | None, option: str = "--score-from") -> str | None:
+    if value is None:
+        return None
+    from .codecs import parse_ts
+    try:
+        parse_ts(value)
+    except ValueError:
+        raise TechnicError(f"{option} {value!r}: not a date (YYYY-MM-DD or an ISO datetime)") from None
+    return value
+
+
+def _registry(path: Path | None) -> str:
+    """The registry root; a path that does not exist at all is a typo (an empty registry is fine:
+    the worker then waits for a promotion)."""
+    if path is not None and not Path(path).exists():
+        raise TechnicError(f"--registry {path}: no such directory")
     return str(path) if path else os.environ.get("TECHNIC_REGISTRY", "registry")
 
 
@@ -162,6 +188,8 @@ def _universe(path: Path | None):
         return None
     try:
         text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise TechnicError(f"--universe {path}: not a text file") from None
     except OSError as e:
         raise TechnicError(f"--universe {path}: {e.strerror}") from None
     if path.suffix == ".csv":
@@ -179,6 +207,8 @@ def _universe(path: Path | None):
 
 def _sectors(securities: Path | None):
     from technic.data import load_securities, sector_map
+    if securities is not None and not Path(securities).is_file():
+        raise TechnicError(f"--securities {securities}: no such file")
     if securities is None:
         try:
             from technic.paths import data_dir, dev_files
@@ -188,10 +218,18 @@ def _sectors(securities: Path | None):
     return sector_map(load_securities(securities)) if securities else None
 
 
-def main() -> None:
-    from technic.cli import run_app
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_app(app)
+def main(argv: list[str] | None = None) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    from technic.commands.runner import run_app  # one-line errors, non-negative numbers, SIGTERM/SIGHUP
+    from .logs import setup_logging
+    setup_logging(as_json=False)
+    # short-lived commands (tail, publish, broker, parity) report an unreachable cluster as one error
+    # line; the worker logs aiokafka's own errors again, rate-limited (stream.logs)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    run_app(app, argv, prog_name="technic-stream",
+            environment_errors={KafkaConnectionError: "cannot reach the Kafka cluster (--bootstrap / "
+                                                      "$TECHNIC_BOOTSTRAP)"})
 
 
 if __name__ == "__main__":  # pragma: no cover

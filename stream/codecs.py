@@ -36,7 +36,7 @@ SCHEMA_FILES = {
     "control": "control.json",
 }
 REASON_CODES = ("deserialize", "schema", "sanity", "duplicate", "out_of_order",
-                "oversize", "unknown_model", "unknown_symbol", "other")
+                "oversize", "unknown_model", "unknown_symbol", "key_mismatch", "conflicting_redelivery", "other")
 DEFAULT_MAX_BYTES = 65536
 PRICE_TOL = 1e-9
 #: A bar timestamp further than this in the future (vs. wall clock) is rejected.

@@ -1,14 +1,15 @@
 """`technic demo`: the whole product on one machine, in one command.
 
-1. train a quick model on the first two years of the shipped data and
-   register it, if the registry has no promoted version;
-2. start the embedded broker (fresh data dir; or use ``$TECHNIC_BOOTSTRAP``)
-   and create the topics;
-3. start a worker process (``technic-stream worker``);
-4. replay the shipped bars (and fundamentals) in event-time order while a live
-   terminal view shows the latest timestamp's top and bottom scores, alerts
-   and counters;
-5. shut everything down cleanly, also on Ctrl-C.
+1. train a quick model on the first two years of the shipped data (100 symbols) and register
+   it, if the registry has no promoted version;
+2. choose the replay window AFTER the model's training data plus the label purge, so every
+   score shown is out of sample, with warm-up bars before it (``stream.demo_window``);
+3. start the embedded broker (fresh data dir; or use ``$TECHNIC_BOOTSTRAP``) and create the
+   topics; start a worker process (``technic-stream worker --score-from``);
+4. replay the bars (and fundamentals) in event-time order while a live terminal view shows the
+   latest timestamp's top and bottom scores, alerts and counters;
+5. shut everything down cleanly on completion, Ctrl-C, SIGTERM or SIGHUP: the worker, then the
+   broker (which writes its snapshot), each stopped and reaped (``stream.children``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections import deque
@@ -29,34 +29,46 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from .children import spawn, stop_child, wait_http
+from .demo_window import LABEL_LAG, TRAIN_SYMBOLS, Window, replay_window, training_dates
 from .kafka import new_consumer
-from .parity import _wait_http, stop_process
 
 
-def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> str:
+def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> dict:
+    """The promoted version's manifest; trains and registers the demo model first if there is none."""
     from technic.training import train_quick_model
     from technic.registry import Registry
     reg = Registry(registry)
-    if reg.promoted():
-        con.print(f"model registry {registry}: promoted version {reg.promoted()}")
-        return reg.promoted()
-    dates = np.sort(bars["date"].unique())
-    cut = dates[min(len(dates) - 1, 503)]
-    syms = sorted(bars["symbol"].unique())[:100]
-    train = bars[(bars["date"] <= cut) & bars["symbol"].isin(syms)]
-    con.print(f"registry {registry} is empty: training a quick LightGBM model on {len(syms)} symbols, "
-              f"{str(dates[0])[:10]}..{str(cut)[:10]} ...")
-    t0 = time.time()
-    v = train_quick_model(train, fund, secs, registry_root=registry, end=cut)
-    con.print(f"registered and promoted {v} in {time.time() - t0:.0f}s (see `technic registry show {v}`)")
-    return v
+    if not reg.promoted():
+        first, cut = training_dates(bars["date"].unique())
+        syms = sorted(bars["symbol"].unique())[:TRAIN_SYMBOLS]
+        train = bars[(bars["date"] <= cut) & bars["symbol"].isin(syms)]
+        con.print(f"registry {registry} is empty: training a quick LightGBM model on {len(syms)} symbols, "
+                  f"{str(first)[:10]}..{str(cut)[:10]} ...")
+        t0 = time.time()
+        v = train_quick_model(train, fund, secs, registry_root=registry, end=cut)
+        con.print(f"registered and promoted {v} in {time.time() - t0:.0f}s (see `technic registry show {v}`)")
+    doc = reg.show(reg.promoted())
+    doc.setdefault("version", reg.promoted())
+    return doc
+
+
+def _window(manifest: dict, bars, days) -> Window:
+    """Out-of-sample replay window for the promoted model (see stream.demo_window)."""
+    from technic.features import registry as R
+    lookback = {d["name"]: int(d["lookback"]) for d in R.describe()}
+    warm = max((lookback.get(f, 0) for f in manifest.get("feature_names", [])), default=0) + 1
+    purge = max(int(h) for h in manifest.get("horizons", [10])) + LABEL_LAG
+    return replay_window(bars["date"].unique(), manifest["data_range"]["end"], days, purge, warm)
 
 
 class View:
     """State of the live terminal view."""
 
-    def __init__(self, n_bars: int):
+    def __init__(self, n_bars: int, n_scores: int | None = None, note: str = ""):
         self.n_bars = n_bars
+        self.n_scores = n_bars if n_scores is None else n_scores
+        self.note = note
         self.published = 0
         self.scores = 0
         self.dead = 0
@@ -93,7 +105,9 @@ class View:
         for a in list(self.alerts)[::-1]:
             al.add_row(a.get("ts", ""), a["severity"], a["type"], a.get("symbol", ""), a["message"][:80])
         model = rows[0]["model_version"] if rows else "-"
-        return Group(Panel(head, title=f"Technic live scores (model {model})"), t, Panel(al, title="alerts"))
+        head = head + (f"\n{self.note}" if self.note else "")
+        return Group(Panel(head, title=f"Technic live scores (model {model}, out of sample)"), t,
+                     Panel(al, title="alerts"))
 
 
 async def _consume(boot: str, view: View, stop: asyncio.Event) -> None:
@@ -134,7 +148,7 @@ async def _run(boot: str, records, n_bars: int, view: View, rate, con: Console) 
             live.update(view.render())
             if pub.done():
                 pub.result()
-                if view.scores >= n_bars:
+                if view.scores >= view.n_scores:
                     break
                 last = view.scores
                 if idle_since is None or last != idle_since[0]:
@@ -148,24 +162,24 @@ async def _run(boot: str, records, n_bars: int, view: View, rate, con: Console) 
 
 def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -> None:
     from technic.commands.features import load_inputs
-    from technic.paths import dev_files
+    from technic.paths import require_dev_files
 
     from .broker import EmbeddedBroker, free_port, resolve_bootstrap
     from .publisher import bar_records, fundamental_records, publish
     from .topics_config import create_topics, topic_specs
 
     con = Console()
-    files = dev_files(Path(data))
+    files = require_dev_files(Path(data))
     bars, fund, secs, _ = load_inputs(files["bars"], files.get("fundamentals"), files.get("securities"),
                                       None, symbols)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     registry = Path(os.environ.get("TECHNIC_REGISTRY", workdir / "registry"))
-    _ensure_model(registry, bars, fund, secs, con)
-    replay = bars
-    if days:
-        keep = np.sort(bars["date"].unique())[:days]
-        replay = bars[bars["date"].isin(keep)]
+    manifest = _ensure_model(registry, bars, fund, secs, con)
+    win = _window(manifest, bars, days)
+    con.print(f"model {manifest['version']}: {win.describe()}")
+    warm = bars[bars["date"].isin(win.warmup)]
+    replay = bars[bars["date"].isin(win.dates)]
     broker = worker = None
     boot = resolve_bootstrap()
     try:
@@ -177,24 +191,26 @@ def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -
         create_topics(boot, topic_specs())
         port = free_port()
         cmd = [sys.executable, "-m", "stream.cli", "worker", "--bootstrap", boot, "--registry", str(registry),
-               "--web-port", str(port), "--datadir", str(workdir / "worker"), "--app-id", f"technic-demo-{port}"]
+               "--web-port", str(port), "--datadir", str(workdir / "worker"), "--app-id", f"technic-demo-{port}",
+               "--score-from", win.first]
         if files.get("securities"):
             cmd += ["--securities", str(files["securities"])]
         asyncio.run(publish(boot, list(fundamental_records(fund))))  # reference data before the worker starts
         log = open(workdir / "worker.log", "wb")
-        worker = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
-        _wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
+        worker = spawn(cmd, stdout=log, stderr=log)
+        wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
         con.print(f"worker pid {worker.pid} ready (health: http://127.0.0.1:{port}/health, log {workdir / 'worker.log'})")
-        records = list(bar_records(replay))
-        view = View(len(records))
+        # one frame: per-symbol seq numbers run on from the warm-up into the window
+        records = list(bar_records(bars[bars["date"].isin(np.concatenate([win.warmup, win.dates]))]))
+        view = View(len(records), len(replay), note=f"[dim]{win.describe()}[/]")
         asyncio.run(_run(boot, records, len(records), view, rate, con))
         el = time.time() - view.t0
-        con.print(f"done: {view.published:,} bars -> {view.scores:,} scores in {el:.1f}s "
-                  f"({view.published / el:,.0f} bars/s end to end), {view.dead} dead letters")
-    except KeyboardInterrupt:
-        con.print("interrupted: shutting down")
+        con.print(f"done: {view.published:,} bars ({len(warm):,} warm-up) -> {view.scores:,} out-of-sample scores "
+                  f"in {el:.1f}s ({view.published / el:,.0f} bars/s end to end), {view.dead} dead letters")
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (technic.commands.shutdown.Shutdown)
+        con.print(f"{getattr(e, 'signame', 'interrupted')}: shutting down")
     finally:
-        stop_process(worker)
+        stop_child(worker)
         if broker is not None:
             broker.stop()
             con.print("broker stopped")

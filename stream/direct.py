@@ -1,9 +1,9 @@
 """Direct mode: the worker's live phase without Faust's consumer.
 
 The embedded broker answers empty fetches at once (it ignores ``fetch.max.wait.ms``), so an
-idle Faust consumer thread spins a full core and contends for the GIL with the scoring loop
-(measured: an idle worker at ~100 % CPU, and the live path at a third of the catch-up rate).
-Direct mode therefore continues exactly where the catch-up stopped with one group-less aiokafka
+idle Faust consumer thread spins a core and contends for the GIL with the scoring loop (the
+live-path figures of both modes are in bench/results/stream.md and the README's Performance
+table). Direct mode therefore continues exactly where the catch-up stopped with one group-less aiokafka
 consumer over the input topics, pauses between empty fetches, runs the same timers as the
 Faust mode and serves ``/health``, ``/ready`` and ``/metrics`` with aiohttp. It suits one worker
 (the embedded broker's limit anyway); ``--ingest faust`` runs the Faust agents in a consumer
@@ -34,7 +34,6 @@ KINDS = ("control", "fundamentals", "alt", "bars")  # side topics before bars wi
 
 async def direct_ingest(settings, router: Router, send) -> None:
     """Consume the input topics from where the catch-up stopped, in micro-batches, until cancelled."""
-    p = router.pipeline
     names = [topic_name(k) for k in KINDS]
     # auto_offset_reset="none": a broker that restarts may briefly report a shorter log; jumping to
     # "latest" would silently skip records, so re-seek to the ledger's position and retry instead
@@ -62,6 +61,10 @@ async def direct_ingest(settings, router: Router, send) -> None:
                     if tp.topic != topic_name("control"):
                         c.seek(tp, router.ledger.handled.get((tp.topic, tp.partition), -1) + 1)
                 continue
+            for tp in tps:  # the consumer's highwater per partition: /metrics reports the lag from it
+                hw = c.highwater(tp)
+                if hw is not None:
+                    router.highwaters[(tp.topic, tp.partition)] = hw
             if not batch:  # back off while idle (5 ms doubling to 0.1 s), straight back on data
                 c.pause(*tps)
                 await asyncio.sleep(idle)
@@ -69,7 +72,7 @@ async def direct_ingest(settings, router: Router, send) -> None:
                 c.resume(*tps)
                 continue
             idle = settings.idle_sleep_s
-            await process_batch(router, ((m.topic, m.partition, m.offset, m.value)
+            await process_batch(router, ((m.topic, m.partition, m.offset, m.key, m.value)
                                          for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition))
                                          for m in batch[tp]), send)
     finally:
@@ -102,7 +105,8 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
         return web.json_response({"ready": ok, **detail}, status=200 if ok else 503)
 
     async def metrics_view(request):
-        return web.Response(body=render_metrics(p, router), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return web.Response(body=render_metrics(p, router, highwaters=router.highwaters),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     wapp = web.Application()
     wapp.router.add_get("/health", health_view)
@@ -114,8 +118,10 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    log.info("live ingest (direct) from %s; health on http://%s:%d/health", settings.bootstrap,
+             settings.web_bind, settings.web_port)
     tasks = [asyncio.create_task(direct_ingest(settings, router, send)),
              asyncio.create_task(_every(0.25, on_tick)),
              asyncio.create_task(_every(models_poll_s, on_registry))]
@@ -129,4 +135,4 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
     await runner.cleanup()
     if failed:
         raise failed[0].exception()
-    log.warning("worker stopped: %s", p.status())
+    log.info("worker stopped: %s", p.status())

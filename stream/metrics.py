@@ -7,10 +7,8 @@ Faust consumer's highwater marks. A :class:`WorkerMetrics` owns its own
 pipelines in one process do not collide) with one custom collector that turns
 those counters into metric families at scrape time; nothing is counted twice.
 
-The bar -> score latency histogram is cumulative: each scrape folds the
-samples that ``pipeline.stats.latency_s`` gained since the previous scrape
-into fixed buckets. (The pipeline trims that list by 50,000 from the front
-when it exceeds 100,000; the collector accounts for that.)
+The bar -> score latency histogram is the pipeline's own (``stream.latency``): one
+observation per score emitted, so its ``_count`` equals ``technic_scores_out_total``.
 
 Lag per input partition is ``highwater - (handled offset + 1)``: the
 consumer's highwater (next offset to be written) when a Faust app is given,
@@ -27,15 +25,14 @@ from __future__ import annotations
 import weakref
 from typing import Any, Mapping
 
-import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
                                     InfoMetricFamily)
 
+from .codecs import REASON_CODES, load_schema
+from .latency import LATENCY_BUCKETS  # noqa: F401 (re-exported)
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-#: seconds; bar receive -> score ready
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
-_TRIM = 50_000  # what ScoringPipeline._score deletes from the front of latency_s when it is over 100,000
 
 
 def readiness(pipeline, router) -> tuple[bool, dict]:
@@ -43,37 +40,6 @@ def readiness(pipeline, router) -> tuple[bool, dict]:
     caught_up = bool(getattr(router, "catchup_done", False))
     model = pipeline.models.version
     return caught_up and model is not None, {"catchup_done": caught_up, "model_version": model}
-
-
-class _LatencyFold:
-    """Cumulative bucket counts over a list that only grows, except a known front trim."""
-
-    def __init__(self, buckets=LATENCY_BUCKETS):
-        self.bounds = np.asarray(buckets, dtype=np.float64)
-        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # last = +Inf overflow
-        self.total = 0.0
-        self.n = 0
-        self._seen = 0
-        self._list_id = None
-
-    def fold(self, samples: list) -> None:
-        if id(samples) != self._list_id:
-            self._list_id, self._seen = id(samples), 0
-        if len(samples) < self._seen:  # the pipeline trimmed its front
-            self._seen = max(0, self._seen - _TRIM)
-        new = np.asarray(samples[self._seen:], dtype=np.float64)
-        self._seen = len(samples)
-        new = new[np.isfinite(new)]
-        if new.size:
-            idx = np.searchsorted(self.bounds, new, side="left")
-            self.counts += np.bincount(idx, minlength=len(self.counts))
-            self.total += float(new.sum())
-            self.n += int(new.size)
-
-    def buckets(self) -> list[tuple[str, int]]:
-        cum = np.cumsum(self.counts)
-        out = [(repr(float(b)), int(c)) for b, c in zip(self.bounds, cum[:-1])]
-        return out + [("+Inf", int(cum[-1]))]
 
 
 class WorkerMetrics:
@@ -84,7 +50,6 @@ class WorkerMetrics:
         self.router = router
         self.app = app
         self.prefix = prefix
-        self.latency = _LatencyFold()
         self.highwaters: dict[tuple[str, int], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -120,7 +85,10 @@ class WorkerMetrics:
 
         yield counter("bars_in", "Bar records received (valid or not)", st.bars_in)
         yield counter("bars_applied", "Bars applied to the per-symbol state", st.bars_applied)
-        yield counter("bars_redelivered", "Bars skipped as redeliveries (seq <= last applied)", st.redelivered)
+        yield counter("bars_redelivered", "Bars skipped as exact redeliveries (an applied seq, same content)",
+                      st.redelivered)
+        yield counter("bars_conflicting_redelivery", "Bars dead-lettered as conflicting redeliveries (an applied "
+                      "seq, different content)", st.conflicting_redeliveries)
         yield counter("scores_out", "Score records emitted", st.scores_out)
         yield counter("timestamps_closed", "Bar timestamps closed (cross-section scored)", st.timestamps_closed)
         yield counter("seq_gaps", "Per-symbol sequence gaps seen", st.gaps)
@@ -130,19 +98,19 @@ class WorkerMetrics:
         yield counter("offset_gaps", "Forward jumps in consumed offsets", len(getattr(ledger, "gaps", ())))
 
         dl = CounterMetricFamily(f"{n}_deadletter", "Records dead-lettered, by reason code", labels=["reason"])
-        from .codecs import REASON_CODES
         for code in sorted(set(REASON_CODES) | set(st.deadletter)):
             dl.add_metric([code], float(st.deadletter.get(code, 0)))
         yield dl
         al = CounterMetricFamily(f"{n}_alerts", "Alerts emitted, by type", labels=["type"])
-        for t, v in sorted(st.alerts.items()):
-            al.add_metric([t], float(v))
+        types = load_schema("alerts")["properties"]["type"]["enum"]  # every type, 0 until it fires
+        for t in sorted(set(types) | set(st.alerts)):
+            al.add_metric([t], float(st.alerts.get(t, 0)))
         yield al
 
-        self.latency.fold(st.latency_s)
         h = HistogramMetricFamily(f"{n}_bar_to_score_latency_seconds",
-                                  "Bar receive -> score ready (sampled per timestamp)")
-        h.add_metric([], self.latency.buckets(), self.latency.total)
+                                  "Bar receive -> score ready, one observation per score emitted "
+                                  "(count = technic_scores_out_total)")
+        h.add_metric([], st.latency.buckets(), st.latency.total)
         yield h
 
         lag = GaugeMetricFamily(f"{n}_consumer_lag", "Records on the input partition not handled yet "

@@ -71,7 +71,8 @@ class ModelSource:
         """Switch to the pending model (called before scoring a timestamp); return new version."""
         if self.pending is None:
             return None
-        self.current, self.pending = self.pending, None
+        old, (self.current, self.pending) = self.version, (self.pending, None)
+        log.info("model switched: %s -> %s", old, self.current.version)
         return self.current.version
 
     def _watch_token(self):

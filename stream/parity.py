@@ -19,39 +19,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-
-
-def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode} before it was ready")
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"worker not ready after {timeout_s}s ({url})")
-
-
-def stop_process(proc: subprocess.Popen | None, timeout_s: float = 30.0) -> None:
-    """SIGTERM a child process, wait, then SIGKILL if it does not exit in time."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def expected_scores(bars, fund, secs, scorer) -> dict[tuple[str, str], dict[int, float]]:
@@ -93,15 +67,16 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
     from technic.commands.features import load_inputs
     from technic.data import sector_map
     from technic.models.scoring import load_scorer
+    from technic.paths import data_dir, require_dev_files
     from technic.training import train_quick_model
-    from technic.paths import data_dir, dev_files
 
     from .broker import EmbeddedBroker, free_port, resolve_bootstrap
+    from .children import spawn, stop_child, wait_http
     from .publisher import bar_records, fundamental_records, publish
     from .tail import tail
     from .topics_config import create_topics, topic_specs
 
-    files = dev_files(Path(data) if data else data_dir())
+    files = require_dev_files(Path(data) if data else data_dir())
     bars, fund, secs, _ = load_inputs(files["bars"], files.get("fundamentals"), files.get("securities"), None, symbols)
     dates = np.sort(bars["date"].unique())
     window = dates[-days:]
@@ -137,8 +112,8 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
         # reference data first: the worker's catch-up reads it before any bar (Kafka has no
         # ordering across topics, so fundamentals racing the bars they apply to would differ)
         asyncio.run(publish(boot, list(fundamental_records(fund))))
-        worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"))
-        _wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
+        worker = spawn(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"))
+        wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
         t1 = time.time()
         asyncio.run(publish(boot, list(bar_records(replay))))
         received: list[dict] = []
@@ -158,7 +133,7 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
                     "seconds_stream": round(t_stream, 1), "bootstrap_embedded": broker is not None})
         return rep
     finally:
-        stop_process(worker)
+        stop_child(worker)
         if broker is not None:
             broker.stop()
         os.environ.pop("TECHNIC_TOPIC_PREFIX", None)

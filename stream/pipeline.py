@@ -1,19 +1,17 @@
 """The scoring pipeline: what the worker does with each record, free of Faust.
 
-Records come in as raw bytes with their origin (topic, partition, offset);
+Records come in as raw bytes with their origin (topic, partition, offset, Kafka key);
 results go out as ``Output(kind, key, value)`` for the caller to send. The
 same object is driven by the Faust agents, by the start-up catch-up replay and
 by tests, so the behaviour under test is the behaviour in production.
 
 Per bar:
-1. decode + JSON-Schema + sanity checks, else dead-letter with the reason;
-2. idempotency by the publisher's per-symbol sequence number: ``seq`` at or
-   below the last accepted one is a redelivery, skipped and counted; a bar
-   whose timestamp is not after the symbol's last one (with a new seq) is
-   dead-lettered as duplicate/out-of-order; a bar for a timestamp already
-   scored is dead-lettered as late; a jump in ``seq`` raises a ``data_gap``
-   alert;
-3. buffered under its bar timestamp.
+1. admission (``stream.admission``): decode + JSON Schema + sanity checks, the Kafka key
+   must be the symbol, idempotency by the publisher's per-symbol sequence number (an exact
+   redelivery is skipped and counted; a conflicting one, a late, duplicate or out-of-order
+   bar is dead-lettered); a rejected record goes to the dead-letter topic keyed by its source
+   topic, with the reason, and changes nothing; a jump in ``seq`` raises a ``data_gap`` alert;
+2. buffered under its bar timestamp.
 
 A timestamp closes when every active symbol has delivered a bar at or after
 it (universe complete; for the very first timestamp, only once a later bar
@@ -35,7 +33,7 @@ The worker loads the model before its catch-up replay, so the ring is full when 
 starts and stream scores equal the batch path's (``technic.models.scoring.score_panel``)
 exactly. Hot-swapping FROM a tree-only TO a sequence model mid-stream starts with an empty
 ring (windows zero-padded like a new listing's) unless ``history_always`` is set; that costs
-one cross-sectional rank transform of all features per timestamp (~10 ms for 505 x 134).
+one cross-sectional rank transform of all features per timestamp.
 """
 
 from __future__ import annotations
@@ -51,12 +49,15 @@ from technic.errors import OrderError, RegistryError
 from technic.features import registry as R
 from technic.features.cross_section import cs_rank
 from technic.features.batch import sector_codes
-from technic.features.incremental import NAT, FeatureEngine, to_ns
+from technic.features.incremental import NAT, FeatureEngine
 from technic.models.preprocess import rank_gauss
 
+from .admission import NO_KEY, BarAdmission, check_key
 from .alerts import AlertGate, make_alert
 from .codecs import RecordError, decode, deadletter_record, parse_ts, utc_now_iso
+from .latency import LatencyHistogram
 from .models import ModelSource
+from .timestamps import ts_ns, ts_string  # noqa: F401 (ts_ns re-exported)
 
 BAR_KEYS = ("open", "high", "low", "close", "volume")
 
@@ -83,7 +84,9 @@ class PipelineConfig:
     history_len: int = 32         # normalized rows kept per symbol for sequence models (grown to a model's seq_len)
     history_always: bool = False  # keep that history even while the model has no sequence model (see below)
     universe: frozenset | None = None  # if set, bars of other symbols are dead-lettered (unknown_symbol)
+    seq_window: int = 4096        # applied bars per symbol whose content a redelivery is checked against
     top_k: int = 5                # feature contributions per score (0 = none)
+    score_from: str | None = None  # bars before this timestamp only build state (warm-up): no score, no drift
     max_payload: int = 65536
     alert_cooldown: int = 20      # timestamps between repeats of one alert
     extreme_return: float = 0.4   # |1-bar return| above this raises an alert
@@ -93,40 +96,20 @@ class PipelineConfig:
 class Stats:
     bars_in: int = 0
     bars_applied: int = 0
-    redelivered: int = 0
+    redelivered: int = 0          # exact redeliveries (same seq, same content): skipped
+    conflicting_redeliveries: int = 0  # same seq, different content: dead-lettered
     scores_out: int = 0
     timestamps_closed: int = 0
     gaps: int = 0
     deadletter: Counter = field(default_factory=Counter)
     alerts: Counter = field(default_factory=Counter)
-    latency_s: list = field(default_factory=list)  # bar receive -> score ready, sampled
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # bar receive -> score, per score
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "latency_s"}
+        d = {k: v for k, v in self.__dict__.items() if k != "latency"}
         d["deadletter"] = dict(self.deadletter)
         d["alerts"] = dict(self.alerts)
         return d
-
-
-_TS_CACHE: dict[str, int] = {}
-
-
-def ts_ns(ts: str) -> int:
-    """Bar timestamp string -> int ns (UTC), cached: a replay repeats each timestamp per symbol."""
-    t = _TS_CACHE.get(ts)
-    if t is None:
-        if len(_TS_CACHE) > 100_000:
-            _TS_CACHE.clear()
-        t = _TS_CACHE[ts] = to_ns(parse_ts(ts).replace(tzinfo=None))
-    return t
-
-
-def ts_string(t_ns: int) -> str:
-    """ISO string of a bar timestamp: a date when it is midnight, else a UTC datetime."""
-    d = np.datetime64(t_ns, "ns")
-    if t_ns % 86_400_000_000_000 == 0:
-        return str(d.astype("datetime64[D]"))
-    return str(d.astype("datetime64[ms]")) + "Z"
 
 
 class ScoringPipeline:
@@ -144,12 +127,14 @@ class ScoringPipeline:
         self.pending: dict[int, dict[str, tuple[dict, float]]] = {}
         self.last_input = 0.0             # receive time of the latest accepted bar / finished batch
         self.busy = 0                     # > 0 while the caller is handling a batch (not quiet)
-        self.seen_ts: dict[str, int] = {}
-        self.seen_seq: dict[str, int] = {}
+        self.admission = BarAdmission(self.cfg.universe, self.cfg.seq_window, self.cfg.max_payload)
+        self.seen_ts = self.admission.seen_ts      # symbol -> last admitted bar timestamp (ns)
+        self.seen_seq = self.admission.seen_seq    # symbol -> last admitted seq
         self.active: set[str] = set()
         self.last_closed = NAT
         self.max_seen = NAT
-        self.suppress_until = NAT       # do not emit scores at or before this ts (catch-up)
+        # do not score timestamps at or before this (the warm-up before score_from; the catch-up)
+        self.suppress_until = NAT if not self.cfg.score_from else ts_ns(self.cfg.score_from) - 1
         self.stats = Stats()
         self.gate = AlertGate(self.cfg.alert_cooldown)
         self._feature_index = {n: i for i, n in enumerate(R.FEATURE_NAMES)}
@@ -160,48 +145,36 @@ class ScoringPipeline:
 
     # -- inputs -------------------------------------------------------------------
     def on_bar(self, raw: bytes, topic: str = "bars", partition: int | None = None,
-               offset: int | None = None, received: float | None = None) -> list[Output]:
+               offset: int | None = None, received: float | None = None, key=NO_KEY) -> list[Output]:
+        """One bar record (raw bytes and its Kafka origin); see ``stream.admission`` for the checks."""
         self.stats.bars_in += 1
         received = self.clock() if received is None else received
         try:
-            rec = decode("bars", raw, max_bytes=self.cfg.max_payload)
+            bar = self.admission.admit(raw, key, self.last_closed)
         except RecordError as e:
+            if e.reason_code == "conflicting_redelivery":
+                self.stats.conflicting_redeliveries += 1
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
-        sym, seq = rec["symbol"], int(rec["seq"])
-        if self.cfg.universe is not None and sym not in self.cfg.universe:
-            return [self._dead("unknown_symbol", f"bar for {sym!r}, which is not in the configured universe "
-                                                 f"({len(self.cfg.universe)} symbols)", topic, partition, offset, raw)]
-        t = ts_ns(rec["ts"])
-        if seq <= self.seen_seq.get(sym, -1):
+        if bar is None:
             self.stats.redelivered += 1
             return []
-        last = self.seen_ts.get(sym, NAT)
-        if t <= last:
-            code = "duplicate" if t == last else "out_of_order"
-            return [self._dead(code, f"bar {sym} at {rec['ts']} is not after its last bar at {ts_string(last)} "
-                                     f"(seq {seq})", topic, partition, offset, raw)]
-        if t <= self.last_closed:
-            return [self._dead("out_of_order", f"late bar {sym} at {rec['ts']}: timestamp already scored "
-                                               f"(last closed {ts_string(self.last_closed)})",
-                               topic, partition, offset, raw)]
+        rec, t, sym = bar.rec, bar.t, bar.rec["symbol"]
         out = []
-        prev_seq = self.seen_seq.get(sym)
-        if prev_seq is not None and seq > prev_seq + 1:
+        if bar.missing:
             self.stats.gaps += 1
-            out += self._alert("data_gap", "warning", "missing_seq", seq - prev_seq - 1, 0, None,
-                               rec["ts"], f"{sym}: {seq - prev_seq - 1} bar(s) missing before seq {seq} "
-                                          f"(last seq {prev_seq})", symbol=sym)
-        self.seen_seq[sym] = seq
-        self.seen_ts[sym] = t
+            out += self._alert("data_gap", "warning", "missing_seq", bar.missing, 0, None,
+                               rec["ts"], f"{sym}: {bar.missing} bar(s) missing before seq {rec['seq']} "
+                                          f"(last seq {bar.prev_seq})", symbol=sym)
         self.max_seen = max(self.max_seen, t)
         self.active.add(sym)
         self.pending.setdefault(t, {})[sym] = (rec, received)
         self.last_input = max(self.last_input, received)
         return out
 
-    def on_fundamental(self, raw: bytes, topic="fundamentals", partition=None, offset=None) -> list[Output]:
+    def on_fundamental(self, raw: bytes, topic="fundamentals", partition=None, offset=None, key=NO_KEY) -> list[Output]:
         try:
             rec = decode("fundamentals", raw, max_bytes=self.cfg.max_payload)
+            check_key("fundamentals", rec, key)
             self.engine.add_fundamental(rec["symbol"], rec["available_from"], rec["period_end"], rec["fields"])
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
@@ -209,9 +182,10 @@ class ScoringPipeline:
             return [self._dead("sanity", f"fundamentals: {e}", topic, partition, offset, raw)]
         return []
 
-    def on_alt(self, raw: bytes, topic="alt", partition=None, offset=None) -> list[Output]:
+    def on_alt(self, raw: bytes, topic="alt", partition=None, offset=None, key=NO_KEY) -> list[Output]:
         try:
             rec = decode("alt", raw, max_bytes=self.cfg.max_payload)
+            check_key("alt", rec, key)
             self.engine.add_alt(rec["symbol"], parse_ts(rec["ts"]).replace(tzinfo=None), rec["field"], rec["value"])
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
@@ -219,7 +193,7 @@ class ScoringPipeline:
             return [self._dead("sanity", f"alt: {e}", topic, partition, offset, raw)]
         return []
 
-    def on_control(self, raw: bytes, topic="control", partition=None, offset=None) -> list[Output]:
+    def on_control(self, raw: bytes, topic="control", partition=None, offset=None, key=None) -> list[Output]:
         try:
             rec = decode("control", raw, max_bytes=self.cfg.max_payload)
         except RecordError as e:
@@ -315,14 +289,9 @@ class ScoringPipeline:
         X = np.ascontiguousarray(feats[:, cols])
         seq_len = int(getattr(scorer, "seq_len", 0) or 0)
         hist = self.history(names, cols, seq_len) if seq_len else None
-        if hasattr(scorer, "predict"):  # the registry Scorer: scores, win prob, contributions in one pass
-            res = scorer.predict(X, history=hist, top_k=self.cfg.top_k,
-                                 groups=sector_codes(names, self.engine.sectors))
-            scores, win, contrib = res["scores"], res["win_prob"], res["contributions"]
-        else:                           # a plain scorer object (score / contributions / win_prob)
-            scores = scorer.score(X, history=hist) if seq_len else scorer.score(X)
-            contrib = scorer.contributions(X, self.cfg.top_k) if self.cfg.top_k else [[] for _ in names]
-            win = scorer.win_prob(X) if callable(getattr(scorer, "win_prob", None)) else None
+        # the registry Scorer (technic.models.scoring): scores, win prob, contributions in one pass
+        res = scorer.predict(X, history=hist, top_k=self.cfg.top_k, groups=sector_codes(names, self.engine.sectors))
+        scores, win, contrib = res["scores"], res["win_prob"], res["contributions"]
         horizons = list(scorer.horizons)
         primary = scores[horizons[0]]
         pct = cs_rank(primary)
@@ -358,11 +327,8 @@ class ScoringPipeline:
             if online:
                 value["score_online"] = {f"{h}d": float(v[i]) for h, v in online.items() if np.isfinite(v[i])}
             out.append(Output("scores", sym.encode(), value))
-        now = self.clock()
-        self.stats.latency_s.extend(now - r for r in received[:: max(1, len(received) // 20)])
-        if len(self.stats.latency_s) > 100_000:
-            del self.stats.latency_s[:50_000]
-        self.stats.scores_out += sum(o.kind == "scores" for o in out)
+        self.stats.latency.observe(self.clock() - np.asarray(received, dtype=np.float64))  # one per score
+        self.stats.scores_out += len(names)
         return out
 
     # -- per-symbol normalized feature history (for sequence models) -------------------
@@ -413,8 +379,9 @@ class ScoringPipeline:
 
     # -- helpers ---------------------------------------------------------------------
     def _dead(self, code, reason, topic, partition, offset, raw) -> Output:
+        """A dead letter, keyed by its source topic (the dead-letter topic's documented key)."""
         self.stats.deadletter[code] += 1
-        return Output("deadletter", None, deadletter_record(code, reason, topic, partition, offset, raw))
+        return Output("deadletter", str(topic).encode(), deadletter_record(code, reason, topic, partition, offset, raw))
 
     def _alert(self, type_, severity, metric, value, threshold, window, ts, message, symbol=None,
                feature=None) -> list[Output]:

@@ -8,8 +8,9 @@ import time
 import orjson
 from aiokafka import TopicPartition
 
-from .kafka import new_consumer
+from technic.errors import TechnicError
 
+from .kafka import new_consumer
 from .topics_config import KINDS, topic_name
 
 
@@ -37,6 +38,9 @@ async def tail(bootstrap: str, topic: str, *, as_json=False, from_beginning=Fals
     try:
         await c.topics()
         tps = [TopicPartition(name, p) for p in sorted(c.partitions_for_topic(name) or [])]
+        if not tps:
+            raise TechnicError(f"topic {topic!r}: no topic {name!r} on {bootstrap} (give a kind: "
+                               f"{', '.join(KINDS)}, or an existing topic name)")
         c.assign(tps)
         if from_beginning:
             await c.seek_to_beginning(*tps)

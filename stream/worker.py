@@ -71,19 +71,22 @@ class Router:
         self.dlq_seen: dict[tuple[str, int], int] = {}
         self.alerts_until = None
         self.catchup_done = False  # set by catch_up(); /ready reports it
+        self.highwaters: dict[tuple[str, int], int] = {}  # (topic, partition) -> consumer highwater (lag)
         self.kinds = {topic_name(k): k for k in ("bars", "fundamentals", "alt", "control")}
 
-    def handle(self, topic: str, partition: int, offset: int, value: bytes, received: float | None = None) -> list[Output]:
+    def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
+               received: float | None = None) -> list[Output]:
+        """One consumed record (its Kafka key included: symbol-keyed topics must carry the symbol)."""
         if not self.ledger.admit(topic, partition, offset):
             return []
         kind = self.kinds.get(topic, topic)
         p = self.pipeline
         if kind == "bars":
-            return p.on_bar(value, topic, partition, offset, received)
+            return p.on_bar(value, topic, partition, offset, received, key=key)
         if kind == "fundamentals":
-            return p.on_fundamental(value, topic, partition, offset)
+            return p.on_fundamental(value, topic, partition, offset, key=key)
         if kind == "alt":
-            return p.on_alt(value, topic, partition, offset)
+            return p.on_alt(value, topic, partition, offset, key=key)
         if kind == "control":
             return p.on_control(value, topic, partition, offset)
         return []
@@ -99,7 +102,7 @@ class Router:
 
 
 async def process_batch(router: Router, records, send, keep=None) -> list[Output]:
-    """Handle fetched ``(topic, partition, offset, value)`` records as one micro-batch.
+    """Handle fetched ``(topic, partition, offset, key, value)`` records as one micro-batch.
 
     Routes every record, closes the timestamps that became ready, sends the outputs (those
     ``keep`` accepts) and returns them. The input counts as busy, not quiet, until the send is done.
@@ -109,8 +112,8 @@ async def process_batch(router: Router, records, send, keep=None) -> list[Output
     p.batch_started()
     try:
         outs: list[Output] = []
-        for topic, partition, offset, value in records:
-            outs += router.handle(topic, partition, offset, value, now)
+        for topic, partition, offset, key, value in records:
+            outs += router.handle(topic, partition, offset, key, value, now)
         outs += p.poll()
         if keep is not None:
             outs = [o for o in outs if keep(o)]
@@ -183,13 +186,13 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
     p = router.pipeline
     if last_score["ts"] is not None:
         from technic.features.incremental import to_ns
-        p.suppress_until = to_ns(last_score["ts"].replace(tzinfo=None)) - 1
+        p.suppress_until = max(p.suppress_until, to_ns(last_score["ts"].replace(tzinfo=None)) - 1)
         router.alerts_until = last_score["ts"]
     counts = {"scores_emitted": 0}
 
     async def feed(msgs):
-        outs = await process_batch(router, ((m.topic, m.partition, m.offset, m.value) for m in msgs), send,
-                                   keep=router.keep)
+        outs = await process_batch(router, ((m.topic, m.partition, m.offset, m.key, m.value) for m in msgs),
+                                   send, keep=router.keep)
         counts["scores_emitted"] += sum(o.kind == "scores" for o in outs)
 
     for kind in ("fundamentals", "alt", "bars"):
@@ -234,7 +237,8 @@ def attach_agents(app, topics, router: Router, settings, send, models_poll_s: fl
         await send.close()
 
     def records(events):
-        return ((ev.message.topic, ev.message.partition, ev.message.offset, ev.value) for ev in events)
+        return ((ev.message.topic, ev.message.partition, ev.message.offset, ev.message.key, ev.value)
+                for ev in events)
 
     def admit_batch(events) -> list[Output]:
         now = time.time()
@@ -305,8 +309,9 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
         finally:
             await sender.close()
 
+    log.info("catch-up from %s (model %s)", settings.bootstrap, models.version)
     counts = asyncio.run(_catch_up())
-    log.warning("catch-up done: %s; model %s", counts, models.version)
+    log.info("catch-up done: %s; model %s", counts, models.version)
     if settings.ingest == "direct":
         from .direct import serve_direct
         asyncio.run(serve_direct(settings, router))

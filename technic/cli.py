@@ -1,18 +1,19 @@
 """`technic ...`: the research command line. Parses options and calls library code.
 
-User errors (``TechnicError``) print one clear message and exit with status 2,
-never a traceback.
+User errors (``TechnicError``, bad option values, unknown names, unreadable files) print one
+line naming the option/file/row and exit with status 2, never a traceback; SIGTERM/SIGHUP stop
+a command like Ctrl-C (``technic.commands.runner``).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from .commands.features import PRICE_BASIS_HELP, SPLITS_HELP
+from .commands.runner import non_negative_numbers, run_app  # noqa: F401 (run_app re-exported)
 from .errors import TechnicError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Technic: equity alpha research and streaming scorer.")
@@ -90,9 +91,10 @@ def data_quality(bars: Optional[Path] = typer.Option(None, help="bars file"),
 # ---------------------------------------------------------------------------
 @app.command("demo")
 def demo(
-    days: int = typer.Option(250, help="replay the first N trading days (0 = all; the embedded broker keeps "
-                                       "everything in RAM and rewrites it every second, so full replays are slow)"),
-    symbols: Optional[int] = typer.Option(None, help="limit to N symbols"),
+    days: int = typer.Option(250, help="replay N trading days after the model's training period (0 = all of "
+                                       "them; the embedded broker keeps everything in RAM and rewrites it every "
+                                       "second, so full replays are slow)"),
+    symbols: Optional[int] = typer.Option(None, min=1, help="limit to the first N symbols"),
     data: Optional[Path] = typer.Option(None, help="data directory (default: shipped dev data)"),
     workdir: Path = typer.Option(Path(".technic"), help="working directory (registry, broker data)"),
     batch_only: bool = typer.Option(False, "--batch-only", help="skip the stream; print the batch feature/label summary"),
@@ -113,30 +115,11 @@ def _register_optional() -> None:
 
 
 _register_optional()
+non_negative_numbers(app)  # CLI policy (technic.commands.runner): numeric options are never negative
 
 
-def run_app(typer_app) -> None:
-    """Run a typer app: user errors print one line and exit 2; usage errors exit as click says."""
-    try:
-        typer_app(standalone_mode=False)
-    except TechnicError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (typer.Exit, SystemExit) as e:  # typer's own exits
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code or 0)
-    except Exception as e:  # click usage errors
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
-
-
-def main() -> None:
-    run_app(app)
+def main(argv: list[str] | None = None) -> None:
+    run_app(app, argv, prog_name="technic")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,3 +25,11 @@ def dev_files(data: Path) -> dict[str, Path]:
     """Paths of the three shipped files inside a data directory (missing ones omitted)."""
     names = {"bars": "all_stocks_5yr.csv.gz", "fundamentals": "fundamentals.csv.gz", "securities": "securities.csv"}
     return {k: data / v for k, v in names.items() if (data / v).exists()}
+
+
+def require_dev_files(data: Path, option: str = "--data") -> dict[str, Path]:
+    """``dev_files`` of a directory that must hold the bars file (else one clear error)."""
+    files = dev_files(Path(data))
+    if "bars" not in files:
+        raise TechnicError(f"{option} {data}: no all_stocks_5yr.csv.gz there (the shipped dev data directory)")
+    return files

@@ -262,6 +262,8 @@ def test_promote_reject_rollback_history(reg):
     with pytest.raises(RegistryError, match="no earlier promoted version"):
         reg.rollback()
     assert reg.rollback(to=v2) == v2
+    with pytest.raises(RegistryError, match=f"technic registry promote {v3} --force"):  # the CLI flag, not a kwarg
+        reg.promote(v3, "no override")
     reg.promote(v3, "human override", force=True)
     assert [(e["version"], e["action"]) for e in reg.history()] == [
         (v1, "promote"), (v2, "promote"), (v3, "reject"), (v1, "rollback"), (v2, "rollback"), (v3, "promote")]

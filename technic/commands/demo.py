@@ -15,6 +15,8 @@ import pandas as pd
 
 
 def run(*, days, symbols, data: Path, workdir: Path, batch_only: bool) -> None:
+    from ..paths import require_dev_files
+    require_dev_files(data)
     if batch_only:
         batch_summary(days=days, symbols=symbols or 50, data=data)
         return

@@ -16,6 +16,8 @@
   alone (shares renormalized): the training missing rate is dominated by the features' warm-up
   (a 252-bar lookback leaves a third of a 3-year training set NaN), which a warmed-up stream never
   shows, so including it would raise a permanent false alarm.
+- PSI helpers for the layer: ``warmed_up`` (NaN for values still in their lookback warm-up),
+  ``psi_summary`` (one alert's worth of a window: the features above the threshold, worst first).
 - ``RollingIC``: rolling mean of the last ``window`` daily RankICs (``ic_decay`` below a threshold).
 - ``DeadLetterRate``: dead letters / bars received over the last ``window`` timestamps.
 """
@@ -136,16 +138,22 @@ class PSIMonitor:
     """Per-feature PSI over tumbling windows of ``window`` timestamps (see module docstring)."""
 
     def __init__(self, reference: dict, feature_names, window: int = 20, eps: float = 1e-4,
-                 include_missing: bool = False):
+                 include_missing: bool = False, min_share: float = 0.0):
         self.feature_names = [f for f in feature_names if f in reference]
         self.window, self.eps, self.include_missing = int(window), float(eps), bool(include_missing)
+        self.min_share = float(min_share)
         self.reference = {f: reference[f] for f in self.feature_names}
         self._bins = [reference_bins(self.reference[f]) for f in self.feature_names]
         self.counts = [np.zeros(len(e) + 2) for e, _ in self._bins]
         self.n_ts = 0
 
     def update(self, X) -> dict[str, float] | None:
-        """Add one timestamp (k, len(feature_names)); at the end of a window return {feature: PSI}."""
+        """Add one timestamp (k, len(feature_names)); at the end of a window return {feature: PSI}.
+
+        NaN values count in the missing bin (compared only with ``include_missing``). A feature
+        whose finite values are fewer than ``min_share`` of the window's rows gets no PSI: a few
+        symbols repeated over the window are no sample of its distribution.
+        """
         X = np.asarray(X, dtype=np.float64)
         for j, (edges, _) in enumerate(self._bins):
             x = X[:, j]
@@ -158,6 +166,8 @@ class PSIMonitor:
             return None
         out = {}
         for f, c, (_, e) in zip(self.feature_names, self.counts, self._bins):
+            if c[:-1].sum() < self.min_share * c.sum() or c.sum() == 0:
+                continue
             if not self.include_missing:
                 c, e = c[:-1], e[:-1] / e[:-1].sum() if e[:-1].sum() > 0 else e[:-1]
             out[f] = psi(c, e, self.eps)
@@ -168,14 +178,45 @@ class PSIMonitor:
 
     def to_dict(self) -> dict:
         return {"reference": self.reference, "feature_names": self.feature_names, "window": self.window,
-                "eps": self.eps, "include_missing": self.include_missing, "n_ts": self.n_ts, "counts": [c.tolist() for c in self.counts]}
+                "eps": self.eps, "include_missing": self.include_missing, "min_share": self.min_share,
+                "n_ts": self.n_ts, "counts": [c.tolist() for c in self.counts]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PSIMonitor":
-        m = cls(d["reference"], d["feature_names"], d["window"], d["eps"], d["include_missing"])
+        m = cls(d["reference"], d["feature_names"], d["window"], d["eps"], d["include_missing"],
+                d.get("min_share", 0.0))
         m.n_ts = int(d["n_ts"])
         m.counts = [np.asarray(c, dtype=np.float64) for c in d["counts"]]
         return m
+
+
+def feature_lookbacks(features) -> np.ndarray:
+    """Bars each feature needs before its value is out of warm-up (the feature registry's lookback)."""
+    from technic.features import registry as R
+    lookback = {d["name"]: int(d["lookback"]) for d in R.describe()}
+    return np.array([lookback.get(f, 0) for f in features], dtype=np.int64)
+
+
+def warmed_up(engine, symbols, X, lookbacks) -> np.ndarray:
+    """``X`` with NaN where a symbol has not yet more bars than the feature's lookback (PSI input);
+    ``engine`` is the stream's FeatureEngine (per-symbol ``n_bars``), None = no masking."""
+    if engine is None or not len(symbols):
+        return X
+    n = engine.n_bars[np.array([engine.slots[s] for s in symbols], dtype=np.intp)]
+    X = np.array(X, dtype=np.float64, copy=True)
+    X[n[:, None] <= np.asarray(lookbacks)[None, :]] = np.nan
+    return X
+
+
+def psi_summary(res: dict | None, threshold: float, severe: float, top: int = 5):
+    """(severity, worst PSI, its feature, "k of n features above t: f1 v1, ...") or None if none is above."""
+    over = sorted(((v, f) for f, v in (res or {}).items() if v > threshold), reverse=True)
+    if not over:
+        return None
+    listed = ", ".join(f"{f} {v:.2f}" for v, f in over[:top]) + (" ..." if len(over) > top else "")
+    worst, name = over[0]
+    return ("critical" if worst > severe else "warning", worst, name,
+            f"{len(over)} of {len(res)} features above {threshold:g}: {listed}")
 
 
 class RollingIC:
@@ -188,6 +229,10 @@ class RollingIC:
     def update(self, ic: float) -> float | None:
         if math.isfinite(ic):
             self.values.append(float(ic))
+        return self.mean()
+
+    def mean(self) -> float | None:
+        """Mean of the window once full, else None."""
         return float(np.mean(self.values)) if len(self.values) == self.window else None
 
     def to_dict(self) -> dict:

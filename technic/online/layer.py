@@ -7,22 +7,33 @@ Called once per scored timestamp with all its symbols (``on_scored``), it
    until ``warmup`` labelled rows were learned), and stores (scores, online scores, inputs) in the
    ``DelayedLabelBuffer``;
 2. for labels that matured at this timestamp: ``learn_one`` per row (target = cross-sectional gauss
-   rank of the realized excess return) and, on the monitored horizon, the drift detectors: per-row
-   squared error of the z-scored score vs that target (ADWIN), its mean per origin timestamp
-   (Page-Hinkley, "up"), the daily RankIC (ADWIN + rolling-``ic_window`` mean below ``ic_threshold``);
+   rank of the realized excess return) and, on the monitored horizon, the drift detectors, fed one
+   value per origin timestamp (the rows of one timestamp are not independent draws): the mean squared
+   error of the z-scored score vs that target (ADWIN, and Page-Hinkley "up"), the daily RankIC (ADWIN
+   + rolling-``ic_window`` mean below ``ic_threshold``). A degradation is critical only while the model
+   ranks the wrong way (rolling RankIC <= ``ic_critical``), else a warning: daily RankIC is so noisy
+   for signals this weak that a 20-timestamp mean reached -0.12 inside the model's own training period;
 3. PSI of every model feature over tumbling ``psi_window``-timestamp windows vs the training deciles
-   of the model's registry manifest; the dead-letter rate from the bound pipeline's stats.
+   of the model's registry manifest, counting a symbol's value only once the symbol has more bars than
+   the feature's lookback (a value in its warm-up is not from the trained distribution); the
+   dead-letter rate from the bound pipeline's stats.
+
+**Warm-up.** No drift alert is emitted during the first ``detector_warmup`` scored timestamps after a
+start or a model change: the detectors learn their baseline meanwhile.
+
+**One PSI alert per window**, naming the features above ``psi_threshold`` worst first (the ``feature``
+field is the worst); critical when the worst is above ``psi_severe``. The defaults are calibrated on
+the shipped data (``tests/test_alert_calibration.py``): a window of 20 timestamps x ~100 symbols is
+compared with the pooled training distribution, so a market regime alone moves the PSI of volatility
+and trend features to ~1.5 inside the training period itself; the textbook 0.1 / 0.25 thresholds
+(independent samples) would alert on every window.
 
 Alerts go through ``stream.alerts.make_alert`` and an ``AlertGate`` (``cooldown`` timestamps per
-(type, symbol, feature)). A critical alert (ADWIN/Page-Hinkley degradation, PSI above
+(type, symbol, feature); PSI per type). A critical alert (ADWIN/Page-Hinkley degradation, PSI above
 ``psi_severe``) is followed by one ``retrain_requested`` alert (its own cool-down). A new model
 version resets the layer (new features, new error distribution). ``state_bytes()`` /
-``load_state()`` serialize everything as JSON.
-
-Measured (``technic online-eval``, dev data, 100 symbols, trained before 2016-01-01, 529 scored
-timestamps): daily RankIC static -0.0145 (5d) / -0.0043 (10d), online -0.0026 / +0.0015; the gain
-+0.012 / +0.006 has Newey-West t 0.72 / 0.27, i.e. not significant. ``online_learning`` therefore
-defaults to False (monitoring only); switch it on per deployment.
+``load_state()`` serialize everything as JSON. ``online_learning`` is off by default: `technic
+online-eval` found no significant gain (figures in README, "Online learning and drift").
 """
 
 from __future__ import annotations
@@ -38,9 +49,16 @@ from stream.pipeline import ExtensionResult, ts_string
 from technic.features import registry as R
 from technic.models.preprocess import rank_gauss
 
-from .drift import AdwinDetector, DeadLetterRate, PageHinkleyDetector, PSIMonitor, RollingIC, spearman
+from .drift import (AdwinDetector, DeadLetterRate, PageHinkleyDetector, PSIMonitor, RollingIC, feature_lookbacks,
+                    psi_summary, spearman, warmed_up)
 from .labels import DelayedLabelBuffer
 from .learners import OnlineLearner
+
+#: PSI of one ``psi_window`` vs the training deciles (see module docstring and the calibration test)
+PSI_WARNING, PSI_CRITICAL = 2.0, 5.0
+#: alert types held back during the detector warm-up (the dead-letter rate is not: bad input is bad at once)
+DRIFT_TYPES = ("psi", "drift_adwin", "drift_page_hinkley", "ic_decay", "retrain_requested")
+
 
 
 @dataclass
@@ -55,14 +73,21 @@ class OnlineConfig:
     lr: float = 0.005
     l2: float = 1e-3
     warmup: int = 2000                   # labelled rows before the online score leaves the batch score
-    psi_threshold: float = 0.25
-    psi_severe: float = 1.0
+    detector_warmup: int = 60            # scored timestamps after a (re)start before any drift alert
+    psi_threshold: float = PSI_WARNING
+    psi_severe: float = PSI_CRITICAL
     psi_window: int = 20
+    psi_min_share: float = 0.5           # a feature's window PSI needs warmed-up finite values for this share
+    psi_top: int = 5                     # features named in a PSI alert
     ic_threshold: float = 0.0
     ic_window: int = 20
-    adwin_delta: float = 0.002
-    ph_delta: float = 0.05
-    ph_threshold: float = 10.0
+    adwin_delta: float = 1e-4
+    ph_delta: float = 0.1
+    ph_threshold: float = 20.0
+    # a detected degradation is critical (-> retrain_requested) only while the model ranks the wrong
+    # way: rolling ic_window-timestamp RankIC <= ic_critical; else a warning. Calibrated on the shipped
+    # data: the quick model's worst 20-timestamp RankIC inside its own training periods was -0.12
+    ic_critical: float = -0.15
     deadletter_threshold: float = 0.05
     deadletter_window: int = 20
     cooldown: int = 20
@@ -100,14 +125,18 @@ class OnlineLayer:
         self._reference = reference
         self._loader = reference_loader
         self._stats = None
+        self._engine = None
         self.gate = AlertGate(self.cfg.cooldown)
         self.version: str | None = None
         self.step = 0
+        self.started = 0
         self.counts: dict[str, int] = {}
 
     def bind(self, pipeline) -> "OnlineLayer":
-        """Read the dead-letter rate from ``pipeline.stats`` (optional)."""
+        """Read the dead-letter rate from ``pipeline.stats`` and each symbol's bar count from its
+        feature engine (PSI warm-up); optional."""
         self._stats = pipeline.stats
+        self._engine = getattr(pipeline, "engine", None)
         return self
 
     # -- (re)initialisation -----------------------------------------------------------------
@@ -128,7 +157,9 @@ class OnlineLayer:
         ref = self._reference
         if ref is None and self._loader is not None:
             ref = self._loader(scorer.version)
-        self.psi = PSIMonitor(ref, self.features, c.psi_window) if ref else None
+        self.psi = PSIMonitor(ref, self.features, c.psi_window, min_share=c.psi_min_share) if ref else None
+        self._lookbacks = feature_lookbacks(self.features)
+        self.started = self.step  # detector warm-up counts from here
 
     # -- the hook ----------------------------------------------------------------------------
     def on_scored(self, ts_ns, symbols, features, closes, scores, scorer) -> ExtensionResult | None:
@@ -164,13 +195,8 @@ class OnlineLayer:
             if h == self.hm:
                 alerts += self._monitor(mt, P[:, j], y, ts, scorer.version)
         if self.psi is not None:
-            res = self.psi.update(Xraw)
-            for f, v in (res or {}).items():
-                if v > c.psi_threshold:
-                    sev = "critical" if v > c.psi_severe else "warning"
-                    alerts += self._alert("psi", sev, "psi", v, c.psi_threshold, c.psi_window, ts, scorer.version,
-                                          f"{f}: PSI {v:.3f} over the last {c.psi_window} timestamps vs training",
-                                          feature=f)
+            X = warmed_up(self._engine, symbols, Xraw, self._lookbacks)
+            alerts += self._psi_alert(self.psi.update(X), ts, scorer.version)
         if self._stats is not None:
             dead = sum(self._stats.deadletter.values())
             rate, n = self.dead.update(self._stats.bars_in, dead)
@@ -184,36 +210,55 @@ class OnlineLayer:
                                   f"severe drift ({why}): retrain requested")
         return ExtensionResult(online_scores=online if c.online_learning and online else None, alerts=alerts)
 
+    def _psi_alert(self, res: dict | None, ts: str, version: str) -> list[dict]:
+        """One alert per PSI window: the features above the threshold, worst first."""
+        c = self.cfg
+        found = psi_summary(res, c.psi_threshold, c.psi_severe, c.psi_top)
+        if found is None:
+            return []
+        sev, worst, name, message = found
+        return self._alert("psi", sev, "psi", worst, c.psi_threshold, c.psi_window, ts, version,
+                           f"PSI over the last {c.psi_window} timestamps vs training: {message}", feature=name,
+                           gate_key=("psi",))
+
+    @staticmethod
+    def _severity(worse: bool, harmful: bool) -> str:
+        """critical: worse AND the model now ranks the wrong way; warning: worse; info: better."""
+        return "info" if not worse else ("critical" if harmful else "warning")
+
     def _monitor(self, mt, s, y, ts, version) -> list[dict]:
         c, out = self.cfg, []
         err = (np.nan_to_num(s) - y) ** 2
-        err = err[np.isfinite(y)]
-        for e in err:
-            hit, before, after = self.adwin_err.update(float(e))
-            if hit:
-                worse = after > before
-                out += self._alert("drift_adwin", "critical" if worse else "info", "prediction_error", after, before,
-                                   int(self.adwin_err.det.width), ts, version,
-                                   f"ADWIN: squared error of the {self.hm}d score changed {before:.3f} -> {after:.3f}")
         for t in np.unique(mt.origin_ts):
             m = mt.origin_ts == t
             ok = m & np.isfinite(y)
-            if ok.sum() >= 10 and self.ph.update(float(np.mean(((np.nan_to_num(s) - y) ** 2)[ok]))):
-                out += self._alert("drift_page_hinkley", "critical", "mean_prediction_error", self.ph.mean,
-                                   c.ph_threshold, None, ts, version,
-                                   f"Page-Hinkley: mean error of the {self.hm}d score increased "
-                                   f"(running mean {self.ph.mean:.3f})")
+            if ok.sum() < 10:
+                continue
+            e = float(np.mean(err[ok]))   # one value per origin timestamp: its rows are not independent
             ic = spearman(s[m], mt.excess[m])
+            roll = self.roll_ic.update(ic) if np.isfinite(ic) else None
+            recent = self.roll_ic.mean()
+            harmful = recent is not None and recent <= c.ic_critical   # the model now ranks the wrong way
+            why = f"rolling {c.ic_window}-timestamp RankIC {'n/a' if recent is None else f'{recent:+.3f}'}"
+            hit, before, after = self.adwin_err.update(e)
+            if hit:
+                out += self._alert("drift_adwin", self._severity(after > before, harmful), "prediction_error",
+                                   after, before, int(self.adwin_err.det.width), ts, version,
+                                   f"ADWIN: mean squared error of the {self.hm}d score changed "
+                                   f"{before:.3f} -> {after:.3f}; {why}")
+            if self.ph.update(e):
+                out += self._alert("drift_page_hinkley", self._severity(True, harmful), "mean_prediction_error",
+                                   self.ph.mean, c.ph_threshold, None, ts, version,
+                                   f"Page-Hinkley: mean error of the {self.hm}d score increased "
+                                   f"(running mean {self.ph.mean:.3f}); {why}")
             if not np.isfinite(ic):
                 continue
             hit, before, after = self.adwin_ic.update(ic)
             if hit:
-                worse = after < before
-                out += self._alert("drift_adwin", "critical" if worse else "info", "rank_ic", after, before,
+                out += self._alert("drift_adwin", self._severity(after < before, harmful), "rank_ic", after, before,
                                    int(self.adwin_ic.det.width), ts, version,
-                                   f"ADWIN: daily RankIC ({self.hm}d) changed {before:+.4f} -> {after:+.4f}",
+                                   f"ADWIN: daily RankIC ({self.hm}d) changed {before:+.4f} -> {after:+.4f}; {why}",
                                    feature="rank_ic")
-            roll = self.roll_ic.update(ic)
             if roll is not None and roll < c.ic_threshold:
                 out += self._alert("ic_decay", "warning", "rank_ic_rolling_mean", roll, c.ic_threshold, c.ic_window,
                                    ts, version, f"rolling {c.ic_window}-timestamp RankIC ({self.hm}d) {roll:+.4f} "
@@ -221,8 +266,10 @@ class OnlineLayer:
         return out
 
     def _alert(self, type_, severity, metric, value, threshold, window, ts, version, message, symbol=None,
-               feature=None) -> list[dict]:
-        if not self.gate.allow((type_, symbol, feature), self.step):
+               feature=None, gate_key=None) -> list[dict]:
+        if type_ in DRIFT_TYPES and self.step - self.started <= self.cfg.detector_warmup:
+            return []  # warm-up: the detectors learn their baseline, nothing is raised
+        if not self.gate.allow(gate_key or (type_, symbol, feature), self.step):
             return []
         self.counts[type_] = self.counts.get(type_, 0) + 1
         return [make_alert(type_, severity, metric, value, threshold, window, version, ts, message,
@@ -231,6 +278,7 @@ class OnlineLayer:
     # -- state --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = {"config": self.cfg.to_dict(), "version": self.version, "step": self.step, "counts": self.counts,
+             "started": getattr(self, "started", 0),
              "gate": {"last": [[list(k), v] for k, v in self.gate._last.items()],
                       "suppressed": self.gate.suppressed}}
         if self.version is not None:
@@ -247,6 +295,7 @@ class OnlineLayer:
     def load_state(self, raw: bytes | str | dict) -> "OnlineLayer":
         d = raw if isinstance(raw, dict) else json.loads(raw)
         self.version, self.step = d["version"], int(d["step"])
+        self.started = int(d.get("started", 0))
         self.counts = dict(d["counts"])
         self.gate._last = {tuple(k): v for k, v in d["gate"]["last"]}
         self.gate.suppressed = d["gate"]["suppressed"]
@@ -261,6 +310,7 @@ class OnlineLayer:
         self.roll_ic = RollingIC.from_dict(d["roll_ic"])
         self.dead = DeadLetterRate.from_dict(d["dead"])
         self.psi = None if d["psi"] is None else PSIMonitor.from_dict(d["psi"])
+        self._lookbacks = feature_lookbacks(self.features)
         return self
 
 

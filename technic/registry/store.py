@@ -258,7 +258,7 @@ class Registry:
             doc = self._read_manifest(version)
             if doc.get("status") == "rejected" and not force:
                 raise RegistryError(f"{version} was rejected ({doc.get('status_reason') or 'no reason'}); "
-                                    "pass force=True to promote it anyway")
+                                    f"to serve it anyway: technic registry promote {version} --force")
             self._switch(state, version, "promote", reason)
 
     def _switch(self, state: dict, version: str, action: str, reason: str) -> None:

@@ -9,15 +9,17 @@ non-positive prices, high < low, negative volume, malformed symbols, malformed
 or impossible timestamps, timestamps far in the future, oversize payloads
 (> 64 KiB), a duplicate bar (same symbol and timestamp, new seq), an
 out-of-order bar (earlier timestamp, new seq), an exact redelivery (a copy of
-an already applied bar, same seq), unknown model versions and malformed
-commands on the control topic, malformed fundamentals and alt records.
+an already applied bar, same seq), a conflicting redelivery (an applied seq with
+other content), a valid bar whose Kafka key is not its symbol (or null), unknown
+model versions and malformed commands on the control topic, malformed
+fundamentals and alt records. Every record carries a Kafka key, as on the broker.
 
 Contract checked for every example:
 
 * the pipeline never raises;
 * every bad record yields exactly one dead-letter record (schema-valid, with
   its origin offset) whose ``reason_code`` is one the class allows - except an
-  exact redelivery (``seq`` at or below the symbol's last applied ``seq``),
+  exact redelivery (a ``seq`` already applied, with the same content),
   which is not an error: it is skipped and counted in ``stats.redelivered``;
 * good records yield no dead letter, and the scores of the good records are
   identical (every field but ``emit_time``) to a clean run without the bad ones.
@@ -74,6 +76,8 @@ CLASSES = {
     "duplicate_bar": {"duplicate"},
     "out_of_order_bar": {"out_of_order"},
     "redelivery": None,
+    "conflicting_redelivery": {"conflicting_redelivery"},
+    "wrong_key": {"key_mismatch"},
     "control_unknown_model": {"unknown_model"},
     "control_malformed": {"deserialize", "schema"},
     "fundamental_malformed": {"deserialize", "schema"},
@@ -108,6 +112,7 @@ def prepare(data, n_days):  # noqa: F811
     keep = sorted(bars["date"].unique())[:n_days]
     bars = bars[bars["date"].isin(keep)].reset_index(drop=True)
     good = [v for _, _, v in bar_records(bars)]
+    keys = [k for _, k, _ in bar_records(bars)]
     fund_recs = [v for _, _, v in fundamental_records(fund)]
     # per position i (before good[i]): last applied bar per symbol, first bar per symbol
     last, first, states = {}, {}, []
@@ -120,27 +125,38 @@ def prepare(data, n_days):  # noqa: F811
     p, outs = run(secs, fund_recs, good, {})
     clean = {(o.value["symbol"], o.value["ts"]): score_view(o.value) for o in outs if o.kind == "scores"}
     assert len(clean) == len(good) and not p.stats.deadletter
+    assert keys == [symbol_key(v) for v in good]  # the publisher keys bars by symbol
     CTX.update(good=good, states=states)
     return {"good": good, "fund": fund_recs, "secs": secs, "states": states, "clean": clean}
 
 
+def symbol_key(raw: bytes):
+    """The Kafka key a producer would use: the payload's symbol when it has one, else b"X"."""
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return b"X"
+    sym = rec.get("symbol") if isinstance(rec, dict) else None
+    return sym.encode() if isinstance(sym, str) else b"X"
+
+
 def run(secs, fund_recs, good, inserts):
-    """Drive a pipeline: fundamentals, then good bars with ``inserts[i]`` (kind, raw, cls) before good[i]."""
+    """Drive a pipeline: fundamentals, then good bars with ``inserts[i]`` (kind, raw, cls, key) before good[i]."""
     p = make_pipeline(secs)
     outs, per_bad = [], []
     for i, v in enumerate(fund_recs):
-        outs += p.on_fundamental(v, "fundamentals", 0, i)
+        outs += p.on_fundamental(v, "fundamentals", 0, i, key=symbol_key(v))
     off = {"bars": 0, "control": 0, "fundamentals": len(fund_recs), "alt": 0}
     handler = {"bars": p.on_bar, "control": p.on_control, "fundamentals": p.on_fundamental, "alt": p.on_alt}
     for i in range(len(good) + 1):
-        for kind, raw, cls in inserts.get(i, ()):
+        for kind, raw, cls, key in inserts.get(i, ()):
             before = p.stats.redelivered
-            o = handler[kind](raw, kind, 0, off[kind])
+            o = handler[kind](raw, kind, 0, off[kind], key=key)
             per_bad.append((cls, kind, off[kind], o, p.stats.redelivered - before))
             off[kind] += 1
             outs += o
         if i < len(good):
-            o = p.on_bar(good[i], "bars", 0, off["bars"])
+            o = p.on_bar(good[i], "bars", 0, off["bars"], key=symbol_key(good[i]))
             off["bars"] += 1
             assert not any(x.kind == "deadletter" for x in o), o  # a good record is never dead-lettered
             outs += o
@@ -222,18 +238,29 @@ def bad_record(draw):
         n = draw(st.integers(65537, 150_000))
         src = good[min(i, len(good) - 1)]
         raw = src[:-1] + b" " * (n - len(src)) + b"}"  # valid JSON, only too big
-    elif cls in ("duplicate_bar", "out_of_order_bar", "redelivery"):
+    elif cls in ("duplicate_bar", "out_of_order_bar", "redelivery", "conflicting_redelivery"):
         if not last:
             cls, rec = "high_below_low", dict(rec, high=1.0, low=2.0)
         else:
             sym = draw(st.sampled_from(sorted(last)))
             if cls == "redelivery":
                 rec = dict(draw(st.sampled_from([last[sym], first[sym]])))
+            elif cls == "conflicting_redelivery":
+                rec = dict(draw(st.sampled_from([last[sym], first[sym]])))
+                f = draw(st.sampled_from(["close", "volume", "ts"]))
+                if f == "ts":   # same seq, another (valid, past) timestamp
+                    rec["ts"] = "2000-01-03"
+                else:
+                    rec[f] = rec[f] * draw(st.sampled_from([0.5, 1.01, 2.0])) + (1.0 if f == "volume" else 0.0)
             elif cls == "duplicate_bar" or first[sym]["ts"] == last[sym]["ts"]:
                 cls, rec = "duplicate_bar", dict(last[sym], seq=last[sym]["seq"] + draw(st.integers(1, 10**6)))
                 rec["close"] = rec["close"] * draw(st.floats(0.5, 2))
             else:
                 rec = dict(first[sym], seq=last[sym]["seq"] + draw(st.integers(1, 10**6)))
+    elif cls == "wrong_key":  # a valid new bar (new seq) under another key, or none
+        key = draw(st.one_of(st.none(), st.binary(max_size=8).filter(lambda k: k != rec["symbol"].encode()),
+                             st.just(rec["symbol"].lower().encode())))
+        return i, "bars", orjson.dumps(rec), cls, key
     elif cls == "control_unknown_model":
         rec = {"type": draw(st.sampled_from(["model_promoted", "reload"])), "at": "2017-01-03T10:00:00Z",
                "model_version": draw(st.text(min_size=1, max_size=30))}
@@ -252,7 +279,8 @@ def bad_record(draw):
             raw = orjson.dumps(rec)[:-1] + b"\x00"
     if raw is None:
         raw = orjson.dumps(rec)
-    return i, SIDE_KIND.get(cls, "bars"), raw, cls
+    kind = SIDE_KIND.get(cls, "bars")
+    return i, kind, raw, cls, (None if kind == "control" else symbol_key(raw))
 
 
 def check_bad(per_bad) -> None:
@@ -278,8 +306,8 @@ def test_bad_records_dead_lettered_good_scores_unchanged(stream_data, data_):
     n = data_.draw(st.integers(*PER_EXAMPLE))
     bad = data_.draw(st.lists(bad_record(), min_size=n, max_size=n))
     inserts: dict = {}
-    for i, kind, raw, cls in bad:
-        inserts.setdefault(i, []).append((kind, raw, cls))
+    for i, kind, raw, cls, key in bad:
+        inserts.setdefault(i, []).append((kind, raw, cls, key))
     p, outs = run(ctx["secs"], ctx["fund"], ctx["good"], inserts)  # never raises
     check_bad(p.per_bad)
     got = {}
@@ -331,6 +359,7 @@ def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  #
     from stream.publisher import publish
     from stream.tail import tail
     from stream.topics_config import create_topics, topic_name, topic_specs
+    from stream.worker import _read_all
 
     ctx = prepare(data, N_DAYS_BROKER)
     prefix = f"fz{time.time_ns() % 10**9}."
@@ -339,25 +368,25 @@ def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  #
     # one deterministic draw of ~1,600 bad records from the same strategy
     bad = _deterministic_examples(st.lists(bad_record(), min_size=200, max_size=200), 10)  # 2,000 records
     inserts: dict = {}
-    for i, kind, raw, cls in bad:
-        inserts.setdefault(i, []).append((kind, raw, cls))
+    for i, kind, raw, cls, key in bad:
+        inserts.setdefault(i, []).append((kind, raw, cls, key))
     # expected outcome from the in-process pipeline (same order per topic)
     p_ref, outs_ref = run(ctx["secs"], ctx["fund"], ctx["good"], inserts)
     check_bad(p_ref.per_bad)
     expect_dead = {(topic_name(k), off): cls for cls, k, off, o, r in p_ref.per_bad if not r}
     n_redelivered = sum(1 for *_, r in p_ref.per_bad if r)
 
-    side = [(topic_name("fundamentals"), b"F", v) for v in ctx["fund"]]
-    side += [(topic_name(k), b"X", raw) for i in sorted(inserts) for k, raw, _ in inserts[i] if k == "fundamentals"]
+    side = [(topic_name("fundamentals"), symbol_key(v), v) for v in ctx["fund"]]
+    side += [(topic_name(k), key, raw) for i in sorted(inserts) for k, raw, _, key in inserts[i] if k == "fundamentals"]
     asyncio.run(publish(broker.bootstrap, side))
     worker = WorkerProc(broker.bootstrap, prefix, tmp_path, registry=None, grace=2.0,
                         securities=FIX / "securities_400d.csv").start()
     try:
         stream = []
         for i in range(len(ctx["good"]) + 1):
-            for kind, raw, _ in inserts.get(i, ()):
+            for kind, raw, _, key in inserts.get(i, ()):
                 if kind != "fundamentals":
-                    stream.append((topic_name(kind), b"X", raw))
+                    stream.append((topic_name(kind), key, raw))
             if i < len(ctx["good"]):
                 sym = orjson.loads(ctx["good"][i])["symbol"]
                 stream.append((topic_name("bars"), sym.encode(), ctx["good"][i]))
@@ -369,8 +398,17 @@ def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  #
         scores, dead = [], []
         asyncio.run(tail(broker.bootstrap, "scores", from_beginning=True, idle_s=2, raw=scores.append))
         asyncio.run(tail(broker.bootstrap, "deadletter", from_beginning=True, idle_s=2, raw=dead.append))
+        dead_msg_keys: list = []
+
+        async def keys(msgs):
+            dead_msg_keys.extend((m.key, orjson.loads(m.value)["source_topic"]) for m in msgs)
+        asyncio.run(_read_all(broker.bootstrap, topic_name("deadletter"), keys))
+        from tests.test_ops_kit import missing_metrics  # the ops kit names only what a real worker exports
+        assert missing_metrics(worker.get("/metrics").decode()) == []
     finally:
         worker.stop()
+    # every dead letter is keyed by its source topic (the documented key of technic.deadletter)
+    assert dead_msg_keys and all(k == src.encode() for k, src in dead_msg_keys)
     got = {}
     for v in scores:
         k = (v["symbol"], v["ts"])

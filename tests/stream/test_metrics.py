@@ -28,9 +28,9 @@ def _drive(data, n=3000, extra=()):
     p = ScoringPipeline(ModelSource(None, scorer=LinearScorer()), sectors=secs, config=PipelineConfig(grace_s=1e9))
     r = Router(p)
     topic = topic_name("bars")
-    for off, v in enumerate([rec[2] for rec in recs] + list(extra)):
-        r.handle(topic, 0, off, v)
-    r.handle(topic, 0, 5, recs[5][2])  # an already handled offset: skipped by the ledger
+    for off, (k, v) in enumerate([rec[1:] for rec in recs] + [(None, x) for x in extra]):
+        r.handle(topic, 0, off, k, v)
+    r.handle(topic, 0, 5, *recs[5][1:])  # an already handled offset: skipped by the ledger
     p.flush()
     return p, r, recs
 
@@ -57,28 +57,25 @@ def test_metrics_equal_pipeline_counters(data):  # noqa: F811
     assert s[("technic_consumer_lag", (("partition", "0"), ("topic", topic)))] == 10
     assert s[("technic_model_info", (("version", "test-v1"),))] == 1
     assert s[("technic_model_loaded", ())] == 1
-    # latency histogram: count = samples, buckets cumulative and monotone
-    n_lat = len(st.latency_s)
-    assert n_lat > 0
-    assert s[("technic_bar_to_score_latency_seconds_count", ())] == n_lat
-    assert abs(s[("technic_bar_to_score_latency_seconds_sum", ())] - sum(st.latency_s)) < 1e-6
+    # latency histogram: one observation per score (count = scores_out), buckets cumulative and monotone
+    assert s[("technic_bar_to_score_latency_seconds_count", ())] == st.scores_out == st.latency.n
+    assert abs(s[("technic_bar_to_score_latency_seconds_sum", ())] - st.latency.total) < 1e-6
     buckets = [s[("technic_bar_to_score_latency_seconds_bucket", (("le", repr(float(b))),))]
                for b in LATENCY_BUCKETS] + [s[("technic_bar_to_score_latency_seconds_bucket", (("le", "+Inf"),))]]
-    assert buckets == sorted(buckets) and buckets[-1] == n_lat
-    # a second scrape does not count the same latency samples twice
+    assert buckets == sorted(buckets) and buckets[-1] == st.scores_out
+    # a second scrape does not count the same scores twice
     s2 = _samples(m.render())
-    assert s2[("technic_bar_to_score_latency_seconds_count", ())] == n_lat
+    assert s2[("technic_bar_to_score_latency_seconds_count", ())] == st.scores_out
 
 
-def test_latency_histogram_survives_pipeline_trim(data):  # noqa: F811
-    p, r, _ = _drive(data, n=200)
-    m = WorkerMetrics(p, r)
-    p.stats.latency_s[:] = [0.01] * 100_000
-    m.render()
-    p.stats.latency_s.extend([0.02] * 10)
-    del p.stats.latency_s[:50_000]  # what the pipeline does past 100,000 samples
-    s = _samples(m.render())
-    assert s[("technic_bar_to_score_latency_seconds_count", ())] == 100_010
+def test_latency_histogram_counts_every_score():
+    from stream.latency import LatencyHistogram
+    h = LatencyHistogram()
+    h.observe([0.001, 0.02, 0.02, 7.0, float("nan")])
+    h.observe([])
+    assert h.n == 4 and abs(h.total - 7.041) < 1e-12
+    cum = dict(h.buckets())
+    assert cum["0.005"] == 1 and cum["0.025"] == 3 and cum["5.0"] == 3 and cum["10.0"] == 4 and cum["+Inf"] == 4
 
 
 def test_render_is_cumulative_per_pipeline_and_uses_own_registry(data):  # noqa: F811

@@ -1,9 +1,10 @@
 """ScoringPipeline (no broker) against the batch path on the same data.
 
-A small deterministic linear scorer stands in for the registry model so the
-test isolates the stream mechanics: decoding, sequence/offset idempotency,
-timestamp closing, the incremental feature engine, cross-section and output
-records.
+A small deterministic linear model inside the production ``Scorer`` stands in for a trained
+registry model, so the test isolates the stream mechanics (decoding, admission, sequence and
+offset idempotency, timestamp closing, the incremental feature engine, cross-section, output
+records) while the scoring call is the one production makes (``Scorer.predict``: per-timestamp
+rank-gauss, models, contributions). The batch side is ``score_panel``, the production batch path.
 """
 
 from pathlib import Path
@@ -18,34 +19,34 @@ from stream.pipeline import PipelineConfig, ScoringPipeline
 from stream.publisher import bar_records, fundamental_records
 from technic.data import clean_bars, load_bars, load_fundamentals, load_securities, sector_map
 from technic.features.batch import compute_features
+from technic.models.scoring import Scorer, score_panel
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 FEATS = ["mom_21", "vol_20", "cs_rank_mom_12_1", "earnings_yield", "beta_60", "sector_z_mom_21"]
 
 
-class LinearScorer:
-    """score = sum_j w_j * nan_to_num(x_j); contributions = w_j * x_j."""
+class LinearModel:
+    """score = w . z on the normalized features (NaN -> 0); contributions w_j z_j (+ a zero bias
+    column, the shape of LightGBM's ``pred_contrib``)."""
 
-    version = "test-v1"
-    feature_names = FEATS
-    horizons = [5, 10]
-    win_prob = None
+    def __init__(self, w):
+        self.w = np.asarray(w, dtype=np.float64)
+
+    def predict(self, Z):
+        return np.nan_to_num(Z) @ self.w
+
+    def contributions(self, Z):
+        return np.column_stack([np.nan_to_num(Z) * self.w, np.zeros(len(Z))])
+
+
+class LinearScorer(Scorer):
+    """The production ``Scorer`` serving one linear model per horizon (no registry needed)."""
 
     def __init__(self, version="test-v1", sign=1.0):
-        self.version = version
-        self.w = sign * np.linspace(1.0, 0.5, len(FEATS))
-
-    def score(self, X):
-        base = np.nan_to_num(X) @ self.w
-        return {5: base, 10: 0.5 * base}
-
-    def contributions(self, X, top_k=5, horizon=None):
-        c = np.nan_to_num(X) * self.w
-        out = []
-        for i in range(len(X)):
-            idx = np.argsort(-np.abs(c[i]), kind="mergesort")[:top_k]
-            out.append([(FEATS[j], float(X[i, j]), float(c[i, j])) for j in idx])
-        return out
+        w = sign * np.linspace(1.0, 0.5, len(FEATS))
+        cols = np.arange(len(FEATS))
+        super().__init__(version, FEATS, [5, 10], {5: [("linear", LinearModel(w), cols)],
+                                                   10: [("linear", LinearModel(0.5 * w), cols)]})
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +72,9 @@ def run_stream(records, fund, secs, scorer=None, flush=True, config=None):
 
 
 def batch_scores(bars, fund, secs, scorer=None):
-    scorer = scorer or LinearScorer()
-    F = compute_features(bars, fund, secs)
-    s = scorer.score(F[FEATS].to_numpy())
-    return {(sym, d.strftime("%Y-%m-%d")): s[5][i] for i, (d, sym) in enumerate(F.index)}
+    """The batch path: every feature of the panel, then the scorer one timestamp at a time."""
+    S = score_panel(compute_features(bars, fund, secs), scorer or LinearScorer())
+    return {(sym, d.strftime("%Y-%m-%d")): v for (d, sym), v in S["score_5"].items()}
 
 
 def test_stream_scores_equal_batch(data):
