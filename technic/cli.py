@@ -98,10 +98,13 @@ def demo(
     data: Optional[Path] = typer.Option(None, help="data directory (default: shipped dev data)"),
     workdir: Path = typer.Option(Path(".technic"), help="working directory (registry, broker data)"),
     batch_only: bool = typer.Option(False, "--batch-only", help="skip the stream; print the batch feature/label summary"),
+    rate: Optional[float] = typer.Option(None, min=1.0, help="publish at most this many bars per second "
+                                         "(default: as fast as the broker takes them)"),
 ):
     """The main job: train if needed, start the embedded broker and the worker, replay, show live scores."""
     from .commands import demo as cmd
-    cmd.run(days=days or None, symbols=symbols, data=data or default_data_dir(), workdir=workdir, batch_only=batch_only)
+    cmd.run(days=days or None, symbols=symbols, data=data or default_data_dir(), workdir=workdir, batch_only=batch_only,
+            rate=rate)
 
 
 def _register_optional() -> None:

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 
 
-def run(*, days, symbols, data: Path, workdir: Path, batch_only: bool) -> None:
+def run(*, days, symbols, data: Path, workdir: Path, batch_only: bool, rate: float | None = None) -> None:
     from ..paths import require_dev_files
     require_dev_files(data)
     if batch_only:
         batch_summary(days=days, symbols=symbols or 50, data=data)
         return
     from stream.demo import run_demo
-    run_demo(days=days, symbols=symbols, data=data, workdir=workdir)
+    run_demo(days=days, symbols=symbols, data=data, workdir=workdir, rate=rate)
 
 
 def batch_summary(*, days, symbols: int, data: Path) -> None:

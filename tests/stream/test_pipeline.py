@@ -1,6 +1,6 @@
 """ScoringPipeline (no broker) against the batch path on the same data.
 
-A small deterministic linear model inside the production ``Scorer`` stands in for a trained
+A fixed linear (ridge) Ensemble inside the production ``Scorer`` stands in for a trained
 registry model, so the test isolates the stream mechanics (decoding, admission, sequence and
 offset idempotency, timestamp closing, the incremental feature engine, cross-section, output
 records) while the scoring call is the one production makes (``Scorer.predict``: per-timestamp
@@ -19,34 +19,32 @@ from stream.pipeline import PipelineConfig, ScoringPipeline
 from stream.publisher import bar_records, fundamental_records
 from technic.data import clean_bars, load_bars, load_fundamentals, load_securities, sector_map
 from technic.features.batch import compute_features
+from technic.models.config import EnsembleConfig
+from technic.models.ensemble import Ensemble
+from technic.models.linear import RidgeModel
 from technic.models.scoring import Scorer, score_panel
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 FEATS = ["mom_21", "vol_20", "cs_rank_mom_12_1", "earnings_yield", "beta_60", "sector_z_mom_21"]
 
 
-class LinearModel:
-    """score = w . z on the normalized features (NaN -> 0); contributions w_j z_j (+ a zero bias
-    column, the shape of LightGBM's ``pred_contrib``)."""
-
-    def __init__(self, w):
-        self.w = np.asarray(w, dtype=np.float64)
-
-    def predict(self, Z):
-        return np.nan_to_num(Z) @ self.w
-
-    def contributions(self, Z):
-        return np.column_stack([np.nan_to_num(Z) * self.w, np.zeros(len(Z))])
+def linear_ensemble(h: int, w) -> Ensemble:
+    """An Ensemble serving one ridge model with fixed weights ``w`` on FEATS (score = w . z, NaN -> 0)."""
+    m = RidgeModel(alpha=1.0)
+    m.alpha_, m.coef_, m.intercept_ = 1.0, np.asarray(w, dtype=np.float64), 0.0
+    m.n_features_in_, m.best_iteration_, m.alpha_scores_ = len(FEATS), 0, {}
+    e = Ensemble(EnsembleConfig(models=("ridge",), blend=False), h)
+    e.features_, e.models_, e.fit_s_, e.n_train_rows_ = list(FEATS), {"ridge": m}, {}, 0
+    e.stacker_ = e.blend_ = e.win_prob_ = e.composite_ = None
+    return e
 
 
 class LinearScorer(Scorer):
-    """The production ``Scorer`` serving one linear model per horizon (no registry needed)."""
+    """The production ``Scorer`` serving one fixed linear model per horizon (no registry needed)."""
 
     def __init__(self, version="test-v1", sign=1.0):
         w = sign * np.linspace(1.0, 0.5, len(FEATS))
-        cols = np.arange(len(FEATS))
-        super().__init__(version, FEATS, [5, 10], {5: [("linear", LinearModel(w), cols)],
-                                                   10: [("linear", LinearModel(0.5 * w), cols)]})
+        super().__init__(version, FEATS, [5, 10], {5: linear_ensemble(5, w), 10: linear_ensemble(10, 0.5 * w)})
 
 
 @pytest.fixture(scope="module")

@@ -60,8 +60,9 @@ def test_demo_stopped_by_a_signal_leaves_no_process(sig, workdir):
     env.pop("TECHNIC_REGISTRY", None)
     log = workdir / f"demo-{sig.name}.log"
     with open(log, "wb") as out:
+        # --rate: the replay lasts ~30 s, so the signal always arrives while bars are flowing
         demo = subprocess.Popen([sys.executable, "-m", "technic.cli", "demo", "--days", "60", "--symbols", "20",
-                                 "--workdir", str(workdir)], cwd=workdir, env=env, stdout=out,
+                                 "--rate", "200", "--workdir", str(workdir)], cwd=workdir, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240

@@ -32,11 +32,11 @@ class PassThrough:
     horizons = [5]
     win_prob = None
 
-    def score(self, X):
-        return {5: np.zeros(len(X))}
+    seq_len = 0
 
-    def contributions(self, X, top_k=5, horizon=None):
-        return [[(f, float(X[i, j]), 0.0) for j, f in enumerate(FEATS)] for i in range(len(X))]
+    def predict(self, X, history=None, top_k=5, groups=None):
+        return {"scores": {5: np.zeros(len(X))}, "win_prob": None,
+                "contributions": [[(f, float(X[i, j]), 0.0) for j, f in enumerate(FEATS)] for i in range(len(X))]}
 
 
 def streamed(bars, fund):
