@@ -111,3 +111,24 @@ def test_baselines():
     assert np.isnan(m["rank_ic_mean"]) and m["n_days"] == 30
     assert m["long_only_ann_return"] == pytest.approx(1.001 ** (252 / 5) - 1)
     assert m["long_only_max_drawdown"] == 0.0
+
+
+@pytest.mark.parametrize("cls", [LGBMModel, XGBModel])
+def test_gbm_sizes_fixed_or_by_validation_rank_ic(cls):
+    """stop_metric none: exactly n_estimators trees; rank_ic: the checkpoint with the best mean daily RankIC
+    on the inner validation slice (recomputed here with pandas), never fewer than min_trees."""
+    X = _panel(n_dates=80, n_sym=60, seed=3)
+    rng = np.random.default_rng(4)
+    y = X["f0"].to_numpy() * 0.3 + rng.normal(size=len(X))
+    dates = X.index.get_level_values(0).to_numpy()
+    fixed = cls(n_estimators=40, stop_metric="none", n_threads=1).fit(X.to_numpy(), y, dates)
+    assert fixed.best_iteration_ == 40
+    m = cls(n_estimators=60, stop_metric="rank_ic", min_trees=20, step=10, gap_days=3, n_threads=1)
+    m.fit(X.to_numpy(), y, dates)
+    assert sorted(m.checkpoint_scores_) == [20, 30, 40, 50, 60] and m.best_iteration_ >= 20
+    from technic.validation import inner_time_split
+    _, v = inner_time_split(dates, 0.2, 3)
+    df = pd.DataFrame({"p": m._predict_k(X.to_numpy()[v], 30), "y": y[v], "d": dates[v]})
+    ic30 = df.groupby("d").apply(lambda g: g["p"].corr(g["y"], method="spearman")).mean()
+    assert m.checkpoint_scores_[30] == pytest.approx(ic30, abs=1e-12)
+    assert m.best_iteration_ == max(m.checkpoint_scores_, key=lambda k: (m.checkpoint_scores_[k], -k))

@@ -99,7 +99,7 @@ def _say(msg: str) -> None:
 
 PARAM_KEYS = ("model_params", "deep_params", "selector_params", "win_prob_params", "deep_preset", "stack_alpha",
               "stack_positive", "stack_folds", "n_estimators", "early_stopping_rounds", "stop_metric", "min_trees",
-              "n_seeds", "k_features", "blend_grid", "target_mix", "factors")
+              "n_seeds", "k_features", "blend_max", "target_mix", "factors")
 
 
 def load_params(path: Optional[Path]) -> dict:
@@ -118,7 +118,7 @@ def load_params(path: Optional[Path]) -> dict:
     if bad:
         raise TechnicError(f"--params {path}: unknown key(s) {bad}; allowed: {', '.join(PARAM_KEYS)}")
     out = {k: doc[k] for k in PARAM_KEYS if k in doc}
-    for k in ("blend_grid", "target_mix", "factors"):
+    for k in ("target_mix", "factors"):
         if k in out and out[k] is not None:
             out[k] = tuple(out[k])
     return out
@@ -146,7 +146,7 @@ def _flag_names(msg: str) -> str:
     """Config field names in a message -> the CLI flags that set them."""
     for field, flag in (("stack_folds", "--stack-folds"), ("n_seeds", "--n-seeds"), ("n_estimators", "--n-estimators"),
                         ("stop_metric", "--stop-metric"), ("target_mix", "--target-mix"), ("test_days", "--test-days"),
-                        ("min_train_days", "--min-train-days"), ("lag", "--lag"), ("blend_grid", "blend_grid (--params)")):
+                        ("min_train_days", "--min-train-days"), ("lag", "--lag"), ("blend_max", "blend_max (--params)")):
         msg = msg.replace(field, flag)
     return msg
 

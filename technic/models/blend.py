@@ -6,10 +6,15 @@ the prior); only the size ``w`` of the ML tilt is learned, INSIDE the training w
 member's OUT-OF-FOLD predictions (purged inner K-fold, ``models.stacking.oof_predictions``), never
 from the dates it is scored on:
 
-1. every ``w`` of ``grid`` is scored by the mean daily RankIC of the blended OOF score against the
-   training target;
-2. one-standard-error rule: the smallest ``w`` whose mean daily RankIC is within one Newey-West
-   standard error (``horizon - 1`` lags) of the best one's, on the paired daily difference, is kept.
+1. on the training rows: the mean daily RankIC of the composite (``ic_c``) and of the OOF ML score
+   (``ic_m``, with its Newey-West t-stat ``t_m``, ``horizon - 1`` lags), and ``rho``, the mean
+   per-date correlation of the two z-scores;
+2. James-Stein shrinkage of the ML's skill toward zero: ``ic_m' = ic_m * max(0, 1 - 1 / t_m^2)``
+   (0 when ``ic_m <= 0``): an ML score indistinguishable from noise gets no weight;
+3. the weight that maximizes the RankIC of ``a + w b`` for two unit-variance signals with skills
+   ``ic_c``, ``ic_m'`` and correlation ``rho``: ``w = (ic_m' - rho ic_c) / (ic_c - rho ic_m')``,
+   clipped to ``[0, max_w]`` (``max_w = 1``: the ML is a tilt on the prior, never its master). When the
+   composite shows no skill in the window (``ic_c <= rho ic_m'``) the tilt is ``max_w`` if ``ic_m' > 0``.
 
 So a weak ML gets ``w = 0`` (the blend is the composite) unless the data show it adds something.
 """
@@ -27,49 +32,56 @@ def combine(comp_z: np.ndarray, ml_z: np.ndarray, w: float) -> np.ndarray:
     return np.where(np.isfinite(c) | np.isfinite(m), out, np.nan)
 
 
+def optimal_tilt(ic_c: float, ic_m: float, rho: float, max_w: float) -> float:
+    """``argmax_w IC(a + w b)`` over ``[0, max_w]`` for unit-variance signals (see module docstring)."""
+    if not ic_m > 0:
+        return 0.0
+    den = ic_c - rho * ic_m
+    if den <= 0:
+        return float(max_w)
+    return float(np.clip((ic_m - rho * ic_c) / den, 0.0, max_w))
+
+
 class BlendWeight:
     """Learns the ML tilt ``w_`` (see module docstring). ``fit`` returns self."""
 
-    def __init__(self, grid=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0), horizon: int = 5):
-        self.grid = tuple(float(w) for w in grid)
+    def __init__(self, max_w: float = 1.0, horizon: int = 5):
+        self.max_w = float(max_w)
         self.horizon = int(horizon)
 
     def fit(self, comp_z, ml_z, target, dates) -> "BlendWeight":
         from technic.evaluation.metrics import daily_ic, ic_summary
         idx = pd.MultiIndex.from_arrays([np.asarray(dates), np.arange(len(target))], names=["date", "row"])
         y = pd.Series(np.asarray(target, float), index=idx)
-        ics = {w: daily_ic(pd.Series(combine(comp_z, ml_z, w), index=idx), y, "spearman") for w in self.grid}
-        self.scores_ = {w: float(ic.mean()) if len(ic) else float("nan") for w, ic in ics.items()}
-        finite = {w: v for w, v in self.scores_.items() if np.isfinite(v)}
-        if not finite:
-            self.w_, self.best_w_, self.se_ = 0.0, 0.0, float("nan")
-            return self
-        best = max(finite, key=lambda w: (finite[w], -w))
-        self.best_w_ = best
-        self.w_ = best
-        self.se_ = {}
-        for w in sorted(finite):
-            if w >= best:
-                break
-            d = (ics[w] - ics[best]).dropna()
-            s = ic_summary(d, horizon=self.horizon)
-            se = abs(s["mean"] / s["nw_tstat"]) if s["nw_tstat"] and np.isfinite(s["nw_tstat"]) else 0.0
-            self.se_[w] = se
-            if finite[w] >= finite[best] - se:
-                self.w_ = w
-                break
+        c, m = pd.Series(np.asarray(comp_z, float), index=idx), pd.Series(np.asarray(ml_z, float), index=idx)
+        ic_c = ic_summary(daily_ic(c, y, "spearman"), horizon=self.horizon)
+        ic_m = ic_summary(daily_ic(m, y, "spearman"), horizon=self.horizon)
+        rho = daily_ic(c, m, "pearson")
+        self.ic_c_, self.ic_m_ = _num(ic_c["mean"]), _num(ic_m["mean"])
+        self.t_m_, self.rho_ = _num(ic_m["nw_tstat"]), _num(rho.mean()) if len(rho) else 0.0
+        t2 = self.t_m_ ** 2
+        self.shrink_ = max(0.0, 1.0 - 1.0 / t2) if t2 > 0 else 0.0
+        self.w_ = optimal_tilt(self.ic_c_, self.ic_m_ * self.shrink_, self.rho_, self.max_w)
         return self
 
     def predict(self, comp_z, ml_z) -> np.ndarray:
         return combine(comp_z, ml_z, self.w_)
 
     def to_dict(self) -> dict:
-        return {"w": self.w_, "best_w": self.best_w_, "grid": list(self.grid), "horizon": self.horizon,
-                "oof_rank_ic": {str(k): v for k, v in self.scores_.items()}}
+        return {"w": self.w_, "max_w": self.max_w, "horizon": self.horizon,
+                "oof": {"ic_composite": self.ic_c_, "ic_ml": self.ic_m_, "ml_nw_tstat": self.t_m_,
+                        "shrink": self.shrink_, "rho": self.rho_}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "BlendWeight":
-        b = cls(d["grid"], d.get("horizon", 5))
-        b.w_, b.best_w_ = float(d["w"]), float(d.get("best_w", d["w"]))
-        b.scores_ = {float(k): v for k, v in (d.get("oof_rank_ic") or {}).items()}
+        b = cls(d.get("max_w", 1.0), d.get("horizon", 5))
+        b.w_ = float(d["w"])
+        o = d.get("oof") or {}
+        b.ic_c_, b.ic_m_, b.t_m_ = o.get("ic_composite"), o.get("ic_ml"), o.get("ml_nw_tstat")
+        b.shrink_, b.rho_ = o.get("shrink"), o.get("rho")
         return b
+
+
+def _num(v) -> float:
+    v = float(v) if v is not None else float("nan")
+    return v if np.isfinite(v) else 0.0

@@ -27,7 +27,7 @@ STOP_METRICS = ("none", "l2", "rank_ic")
 class EnsembleConfig:
     models: tuple = ("lgbm", "ridge")
     blend: bool = True                     # serve composite + learned tilt toward the ML score
-    blend_grid: tuple = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # candidate ML weights (composite weight 1)
+    blend_max: float = 1.0                 # largest ML tilt (the composite's weight is 1)
     factors: tuple | None = None           # factor names of the composite (None = the whole library)
     factor_sector_neutral: bool = False    # neutralize factor scores within GICS sectors
     k_features: int = 0                    # 0 = no selection (all usable features)
@@ -83,8 +83,8 @@ class EnsembleConfig:
             raise TechnicError(f"stop_metric must be one of {', '.join(STOP_METRICS)}, got {self.stop_metric!r}")
         if self.n_seeds < 1 or self.n_estimators < 1:
             raise TechnicError(f"need n_seeds >= 1 and n_estimators >= 1, got {self.n_seeds}, {self.n_estimators}")
-        if self.blend and (not self.blend_grid or min(self.blend_grid) < 0):
-            raise TechnicError(f"blend_grid must be non-negative weights, got {list(self.blend_grid)}")
+        if self.blend and not 0 <= self.blend_max:
+            raise TechnicError(f"blend_max must be >= 0, got {self.blend_max}")
         if self.factors is not None:
             from technic.factors import FACTOR_NAMES
             unknown = [f for f in self.factors if f not in FACTOR_NAMES]

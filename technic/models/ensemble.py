@@ -125,8 +125,8 @@ class Ensemble:
             if self.composite_ is None:
                 raise TechnicError("the blend needs the factor library's input features in the panel")
             comp = date_zscore(self.composite_.score(inputs.factors(tr)), dates)
-            self.blend_ = BlendWeight(cfg.blend_grid, self.horizon).fit(comp, date_zscore(ml, dates), target[tr],
-                                                                       dates)
+            self.blend_ = BlendWeight(cfg.blend_max, self.horizon).fit(comp, date_zscore(ml, dates), target[tr],
+                                                                      dates)
         if cfg.use_win_prob:
             if excess is None:
                 raise TechnicError("the win-probability meta-model needs the excess-return labels")

@@ -170,8 +170,7 @@ def _fold_row(e: Ensemble, i, h, table, out, te, in_univ, labels, inputs, t_fit)
         row["stack_fallback"] = e.stacker_.fallback_
     if e.blend_ is not None:
         row["blend_w"] = e.blend_.w_
-        row["blend_best_w"] = e.blend_.best_w_
-        row["blend_oof_rank_ic"] = {str(k): v for k, v in e.blend_.scores_.items()}
+        row["blend_oof"] = e.blend_.to_dict()["oof"]
     te_u = te[in_univ[te]]
     y = labels[f"excess_{h}"].iloc[te_u]
     for name, v in out.items():
