@@ -189,6 +189,25 @@ def inner_time_split(dates, valid_frac: float = 0.2, gap_days: int = 5) -> tuple
     return np.flatnonzero(codes < fit_hi), np.flatnonzero(codes >= n - n_valid)
 
 
+def forward_blocks(dates, n_splits: int = 3, purge_days: int = 5) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Forward-only out-of-fold splits inside one training fold: the dates are cut into
+    ``n_splits + 1`` contiguous blocks; block k (k >= 1) is predicted by a model trained on the
+    dates before it, ``purge_days`` dates dropped in between (>= the label look-ahead). Block 0 is
+    never predicted. Unlike :func:`purged_kfold`, no block is predicted by a model that saw LATER
+    data, so the out-of-fold skill is what a model trained on the past shows on the future (a
+    K-fold lets the model learn the held-out period's neighbours, which flatters it on
+    non-stationary returns)."""
+    if n_splits < 1:
+        raise ValueError(f"n_splits must be >= 1, got {n_splits!r}")
+    uniq, codes = _date_codes(_row_dates(dates=dates))
+    n = len(uniq)
+    if n < n_splits + 1:
+        raise ValueError(f"too few dates for forward_blocks: {n} distinct dates, need >= {n_splits + 1}")
+    edges = np.linspace(0, n, n_splits + 2).astype(int)
+    for lo, hi in zip(edges[1:-1], edges[2:]):
+        yield np.flatnonzero(codes < lo - purge_days), np.flatnonzero((codes >= lo) & (codes < hi))
+
+
 def purged_kfold(dates, n_splits: int = 5, purge_days: int = 5,
                  embargo_days: int = 5) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Purged K-fold over contiguous date blocks (for out-of-fold stacking inputs).

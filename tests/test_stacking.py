@@ -33,7 +33,7 @@ def test_oof_predictions_never_use_their_own_block_and_respect_purge():
     y = np.arange(len(dates), dtype=float)
     Spy.seen = []
     P, names = oof_predictions(lambda s: {"spy": Spy()}, np.zeros((len(y), 1)), y, dates, n_splits=3,
-                               purge_days=4, embargo_days=2)
+                               purge_days=4, embargo_days=2, forward=False)
     assert names == ["spy"] and np.isfinite(P).all()
     uniq = np.unique(dates)
     edges = np.linspace(0, len(uniq), 4).astype(int)
@@ -92,3 +92,16 @@ def test_all_zero_nonnegative_weights_fall_back_to_equal_weight():
     back = RidgeStacker.from_dict(s.to_dict())
     assert back.fallback_ == "equal_weight" and np.array_equal(back.predict(P), s.predict(P))
     assert RidgeStacker(positive=False).fit(P, y).fallback_ is None      # signed weights: a real fit
+
+
+def test_forward_oof_predictions_use_only_earlier_dates():
+    dates = np.repeat(np.arange("2020-01-01", "2020-03-01", dtype="datetime64[D]"), 3)
+    y = np.arange(len(dates), dtype=float)
+    Spy.seen = []
+    P, _ = oof_predictions(lambda s: {"spy": Spy()}, np.zeros((len(y), 1)), y, dates, n_splits=3, purge_days=4)
+    uniq = np.unique(dates)
+    edges = np.linspace(0, len(uniq), 5).astype(int)
+    assert np.isnan(P[np.isin(dates, uniq[:edges[1]]), 0]).all()           # the first block is never predicted
+    for (lo, hi), seen in zip(zip(edges[1:-1], edges[2:]), Spy.seen):
+        assert seen.max() < uniq[lo - 4]                                       # the past, minus the purge
+        assert (P[np.isin(dates, uniq[lo:hi]), 0] == len(seen)).all()

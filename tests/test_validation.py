@@ -108,3 +108,20 @@ def test_inner_time_split():
     assert fp.max() == 74  # 5 gap dates: 75..79
     with pytest.raises(ValueError, match="3 distinct dates"):
         inner_time_split(dates[:9], valid_frac=0.5, gap_days=5)
+
+
+def test_forward_blocks_predict_each_block_from_the_past_only():
+    from technic.validation import forward_blocks
+    dates = np.repeat(pd.bdate_range("2020-01-01", periods=100).values, 3)
+    splits = list(forward_blocks(dates, n_splits=3, purge_days=4))
+    assert len(splits) == 3
+    uniq = np.unique(dates)
+    held = []
+    for tr, ho in splits:
+        assert dates[tr].max() < dates[ho].min()                               # the past only
+        gap = ((uniq > dates[tr].max()) & (uniq < dates[ho].min())).sum()
+        assert gap == 4                                                        # purge in between
+        held.append(np.unique(dates[ho]))
+    first = np.unique(dates)[: 100 // 4]
+    assert not set(np.concatenate(held)) & set(first)                          # block 0 never predicted
+    assert len(np.concatenate(held)) == 100 - len(first)

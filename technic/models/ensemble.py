@@ -120,13 +120,14 @@ class Ensemble:
         self.fit_s_["oof_base"] = time.perf_counter() - t0
         if "stack" in cfg.models:
             self.stacker_ = RidgeStacker(cfg.stack_alpha, cfg.stack_positive).fit(P, target[tr])
-        ml = self.stacker_.predict(P) if self.stacker_ is not None else np.nanmean(P, axis=1)
+        done = np.isfinite(P).all(axis=1)   # rows a forward split predicted (not the first block)
+        ml = self.stacker_.predict(P) if self.stacker_ is not None else P.mean(axis=1)
         if cfg.blend:
             if self.composite_ is None:
                 raise TechnicError("the blend needs the factor library's input features in the panel")
-            comp = date_zscore(self.composite_.score(inputs.factors(tr)), dates)
-            self.blend_ = BlendWeight(cfg.blend_max, self.horizon).fit(comp, date_zscore(ml, dates), target[tr],
-                                                                      dates)
+            r, d = tr[done], dates[done]
+            comp = date_zscore(self.composite_.score(inputs.factors(r)), d)
+            self.blend_ = BlendWeight(cfg.blend_max, self.horizon).fit(comp, date_zscore(ml[done], d), target[r], d)
         if cfg.use_win_prob:
             if excess is None:
                 raise TechnicError("the win-probability meta-model needs the excess-return labels")
@@ -134,8 +135,8 @@ class Ensemble:
             t0 = time.perf_counter()
             wp = WinProbModel(**{"gap_days": self.purge, "seed": self.seed, "n_threads": cfg.n_threads,
                                  **cfg.win_prob_params})
-            self.win_prob_ = wp.fit(np.hstack([inputs.tabular(tr, self.features_), P]),
-                                    np.asarray(excess, float)[tr], dates)
+            self.win_prob_ = wp.fit(np.hstack([inputs.tabular(tr[done], self.features_), P[done]]),
+                                    np.asarray(excess, float)[tr[done]], dates[done])
             self.fit_s_["win_prob"] = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ scoring

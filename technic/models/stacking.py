@@ -2,11 +2,14 @@
 
 Used INSIDE one walk-forward training fold only (GUIDE section 3):
 
-* ``oof_predictions`` splits the training fold's dates into ``n_splits`` contiguous blocks
-  (``technic.validation.purged_kfold``, purge >= label horizon before each block and an
-  embargo after it); each block is predicted by base models fitted on the other blocks only.
-  So a training row's stacking input never comes from a model that saw its label (nor a
-  label overlapping it).
+* ``oof_predictions`` splits the training fold's dates into contiguous blocks; by default
+  (``technic.validation.forward_blocks``) each block after the first is predicted by base models
+  fitted on the dates before it (purge >= the label look-ahead in between), exactly as the fold's
+  models will be used: trained on the past, scoring the future. (A purged K-fold, ``forward=False``,
+  also lets later blocks predict earlier ones; on non-stationary returns that flatters the models:
+  on the dev data the K-fold out-of-fold RankIC of LightGBM reached 0.06 in windows whose next
+  quarter gave 0.004.) A training row's stacking input never comes from a model that saw its
+  label (nor a label overlapping it).
 * ``RidgeStacker`` (optionally non-negative weights) is fitted on those out-of-fold
   predictions against the training target; at test time it combines the predictions of the
   base models refitted on the whole training fold.
@@ -21,20 +24,21 @@ from typing import Callable
 
 import numpy as np
 
-from technic.validation import purged_kfold
+from technic.validation import forward_blocks, purged_kfold
 
 
 def oof_predictions(make_models: Callable[[int], dict], A: np.ndarray, y: np.ndarray, dates: np.ndarray,
                     n_splits: int = 3, purge_days: int = 5, embargo_days: int = 5,
-                    seed: int = 0) -> tuple[np.ndarray, list[str]]:
+                    seed: int = 0, forward: bool = True) -> tuple[np.ndarray, list[str]]:
     """(n, m) out-of-fold predictions of the m base models from ``make_models(seed) -> {name: model}``.
 
     ``A`` and ``y`` are arrays, or dicts {model name: its input / its target} (sequence windows and
     multi-horizon targets for the deep models; the first entry's column 0 is the primary target).
 
-    Row i of the result comes from models fitted on rows whose dates lie outside
-    [block_start - purge_days, block_end + embargo_days) of i's block. Rows never held out
-    (none with purged_kfold) stay NaN.
+    ``forward=True`` (default): ``validation.forward_blocks``: row i comes from models fitted on the
+    dates before its block (minus ``purge_days``); the first block stays NaN. ``forward=False``:
+    ``validation.purged_kfold``: row i comes from models fitted on rows whose dates lie outside
+    [block_start - purge_days, block_end + embargo_days) of i's block.
     """
     A = A if isinstance(A, dict) else np.asarray(A, dtype=np.float64)  # dict: per-model inputs
     Y = y if isinstance(y, dict) else None                               # dict: per-model targets
@@ -45,7 +49,9 @@ def oof_predictions(make_models: Callable[[int], dict], A: np.ndarray, y: np.nda
     dates = np.asarray(dates)
     names = None
     P = None
-    for k, (tr, ho) in enumerate(purged_kfold(dates, n_splits, purge_days, embargo_days)):
+    splits = (forward_blocks(dates, n_splits, purge_days) if forward
+              else purged_kfold(dates, n_splits, purge_days, embargo_days))
+    for k, (tr, ho) in enumerate(splits):
         tr = tr[np.isfinite(y[tr])]
         models = make_models(seed + k)
         if names is None:
