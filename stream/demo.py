@@ -58,7 +58,8 @@ def _window(manifest: dict, bars, days) -> Window:
     from technic.features import registry as R
     lookback = {d["name"]: int(d["lookback"]) for d in R.describe()}
     warm = max((lookback.get(f, 0) for f in manifest.get("feature_names", [])), default=0) + 1
-    purge = max(int(h) for h in manifest.get("horizons", [10])) + LABEL_LAG
+    # the furthest any training label looked ahead (multi-horizon targets reach beyond the horizons)
+    purge = int(manifest.get("purge_bars") or max(int(h) for h in manifest.get("horizons", [10])) + LABEL_LAG)
     return replay_window(bars["date"].unique(), manifest["data_range"]["end"], days, purge, warm)
 
 

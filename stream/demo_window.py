@@ -2,8 +2,9 @@
 
 The demo's model is trained on the first ``TRAIN_DAYS`` trading days (or is whatever the registry
 already promotes; its manifest says up to which date it saw data). The replayed window starts
-after that date plus a purge of ``max(horizon) + lag`` trading days (the last training labels
-reach that far), so no label the model was fitted on overlaps a scored bar.
+after that date plus a purge of the manifest's ``purge_bars`` (the furthest any training target
+looked ahead: the longest target horizon + the execution lag), so no label the model was fitted on
+overlaps a scored bar.
 
 The features still need history: the longest lookback of the model's features (up to 253 bars).
 The demo therefore publishes that many **warm-up** bars before the window, and the worker scores

@@ -46,9 +46,8 @@ from .models.deep import DEEP_NAMES
 from .models.ensemble import Ensemble
 from .models.gbm import LGBM_DEFAULTS, XGB_DEFAULTS
 from .models.inputs import PanelInputs
-from .models.preprocess import cross_sectional_target
 from .models.regime import REGIME_FEATURES, regime_columns
-from .research import MIN_SYMBOLS, BacktestConfig
+from .research import MIN_SYMBOLS, BacktestConfig, training_targets
 from .validation import WalkForwardSplit
 
 HPO_MODELS = ("lgbm", "xgb", *DEEP_NAMES)
@@ -169,7 +168,8 @@ class WalkForwardObjective:
         self.inputs = PanelInputs(self.features, factor_names=(),
                                   passthrough=regime_columns(self.features) if self.cfg.regime else None)
         self.forced = REGIME_FEATURES if self.cfg.regime else ()
-        self.target = cross_sectional_target(self.excess).to_numpy()
+        # the backtest's training target (multi-horizon mix, sector-neutral option): the same definition
+        self.target = training_targets(labels.reindex(self.features.index), self.cfg)[self.horizon][0]
         self._selected: dict = {}  # per (fold, seed): the selected features, reused by every trial
 
     def _split(self, **kw) -> WalkForwardSplit:

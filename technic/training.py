@@ -146,7 +146,8 @@ def train_and_register(bars, fundamentals=None, securities=None, alt=None, *, re
                        "n_symbols": int(bars["symbol"].nunique()), "n_rows": int(len(bars))},
         "data_hash": data_hash(bars), "feature_names": names, "feature_registry_hash": registry_hash(),
         "horizons": [int(h) for h in cfg.horizons], "primary_horizon": int(cfg.horizons[0]),
-        "candidate": cfg.served, "lag": int(cfg.lag), "params": to_jsonable(vars(cfg)),
+        "candidate": cfg.served, "lag": int(cfg.lag), "purge_bars": int(cfg.purge_days),
+        "params": to_jsonable(vars(cfg)),
         "ensembles": {h: {k: v for k, v in e.items() if k != "models"} | {"models": [m["kind"] for m in e["models"]]}
                       for h, e in spec["ensembles"].items()},
         "final_fit_s": round(t_final, 1), "fold_metrics": to_jsonable(results["folds"]),

@@ -42,7 +42,7 @@ def tiny_cfg(**kw):
 def data():
     bars, _ = clean_bars(load_bars(BARS))
     sec = load_securities(FIX / "securities_40.csv")
-    return bars, sec, compute_features(bars, None, sec), make_labels(bars, (5,))
+    return bars, sec, compute_features(bars, None, sec), make_labels(bars, (1, 5, 10, 20))
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_holdout_is_never_seen_by_the_search(data, obj):
     k = np.random.default_rng(0).uniform(0.5, 1.5, late.sum())
     for c in ("open", "high", "low", "close"):
         bent.loc[late, c] = bent.loc[late, c] * k
-    obj2 = WalkForwardObjective(compute_features(bent, None, sec), make_labels(bent, (5,)), tiny_cfg(), "lgbm", 5,
+    obj2 = WalkForwardObjective(compute_features(bent, None, sec), make_labels(bent, (1, 5, 10, 20)), tiny_cfg(), "lgbm", 5,
                                 holdout_days=HOLD)
     assert obj2(FixedTrial(PARAMS)) == obj(FixedTrial(PARAMS))
     a, b = obj.holdout_ic(PARAMS), obj2.holdout_ic(PARAMS)

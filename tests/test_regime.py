@@ -46,7 +46,7 @@ def test_sector_neutral_oracle():
 
 def test_walk_forward_with_regime_and_sector_neutral(data):
     bars, sec, feats = data
-    labels = make_labels(bars, (5,))
+    labels = make_labels(bars, (1, 5, 10, 20))
     cfg = BacktestConfig(horizons=(5,), models=("lgbm",), test_days=200, min_train_days=250, k_features=8,
                          max_train_rows=4000, n_estimators=15, shap_rows=50, n_threads=1, null=False,
                          regime=True, sector_neutral=True, selector_params={"sample_rows": 2000, "mi_rows": 500},

@@ -160,7 +160,7 @@ def test_run_backtest_writes_predictions_metrics_and_report(data, tmp_path):
         assert on_disk["degeneracy"][h]["lgbm"]["trees_min"] == 30
         assert on_disk["comparison"][h]["served"] == "blend"
     assert on_disk["meta"]["served"] == "blend" and on_disk["meta"]["lag"] == 1
-    assert doc["meta"]["purge_days"] == 11                      # max horizon 10 + lag 1
+    assert doc["meta"]["purge_days"] == 41      # longest training target: 4 x horizon 10 (target mix 1,2,4) + lag 1
     # predictions.parquet: the documented columns, the lagged labels, one column per model and baseline
     frame, info = read_predictions(tmp_path / "predictions.parquet")
     assert list(frame.columns[:6]) == ["date", "symbol", "horizon", "fold", "label", "fwd_ret"]

@@ -69,7 +69,7 @@ def test_compare_table():
 def test_walk_forward_with_stack_is_deterministic():
     bars, _ = clean_bars(load_bars(FIX / "bars_40x2y.csv.gz"))
     feats = compute_features(bars, None, load_securities(FIX / "securities_40.csv"))
-    labels = make_labels(bars, (5,))
+    labels = make_labels(bars, (1, 5, 10, 20))
     cfg = BacktestConfig(horizons=(5,), models=("lgbm", "xgb", "stack"), test_days=200, min_train_days=250,
                          k_features=8, max_train_rows=4000, n_estimators=15, shap_rows=50, blend=False, null=False,
                          n_threads=1, win_prob=False, selector_params={"sample_rows": 2000, "mi_rows": 500},

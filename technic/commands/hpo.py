@@ -43,7 +43,7 @@ def hpo(bars, fundamentals, securities, symbols, start, end, model, horizon, tri
     universe = _universe(b, symbols, None, seed)
     if universe is not None:  # features over every symbol; the search trains and scores the drawn ones
         feats = feats[feats.index.get_level_values(1).isin(universe)]
-    labels = make_labels(b, (h,), lag=cfg.lag)
+    labels = make_labels(b, cfg.label_horizons, lag=cfg.lag)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed below
     doc = run_hpo(feats, labels, cfg, model, h, out, n_trials=trials or None, timeout_s=minutes * 60 or None,
                   holdout_days=holdout_days, study_name=study_name, std_penalty=std_penalty,

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         start: Optional[str] = typer.Option(None, help="first date used"),
         end: Optional[str] = typer.Option(None, help="last date used (default: the last bar)"),
         horizon: List[int] = typer.Option([5, 10], help="label horizons (first = gated)"),
-        models: str = typer.Option("lgbm,ridge", help="comma-separated subset of lgbm,xgb,ridge,lstm,transformer,stack"),
+        models: str = typer.Option("lgbm", help="comma-separated subset of lgbm,xgb,ridge,lstm,transformer,stack"),
         test_days: int = typer.Option(126, help="walk-forward test block for the gate's metrics"),
         threads: int = typer.Option(2),
         quick: bool = typer.Option(False, "--quick", help="the small demo configuration (LightGBM, few trees)"),

@@ -25,7 +25,7 @@ STOP_METRICS = ("none", "l2", "rank_ic")
 
 @dataclass
 class EnsembleConfig:
-    models: tuple = ("lgbm", "ridge")
+    models: tuple = ("lgbm",)
     blend: bool = True                     # serve composite + learned tilt toward the ML score
     blend_max: float = 1.0                 # largest ML tilt (the composite's weight is 1)
     factors: tuple | None = None           # factor names of the composite (None = the whole library)

@@ -17,7 +17,7 @@ DECAY_HORIZONS = (1, 5, 10, 20)
 class BacktestConfig(EnsembleConfig):
     horizons: tuple = (5,)
     lag: int = DEFAULT_LAG                 # bars between a score's close and the trade (label start)
-    target_mix: tuple = (1,)               # training target = mean of per-date rank-gauss(excess at m*h)
+    target_mix: tuple = (1, 2, 4)          # training target = mean of per-date rank-gauss(excess at m*h)
     train_days: int | None = None          # None = expanding window
     min_train_days: int = 252
     test_days: int = 63                    # retrain every N trading days
