@@ -48,7 +48,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--train-symbols", type=int, default=100)
     ap.add_argument("--train-days", type=int, default=504)
     ap.add_argument("--repeats", type=int, default=200)
-    ap.add_argument("--models", default="lgbm,xgb,lstm,transformer,stack")
+    ap.add_argument("--models", default="lgbm", help="base models (default: the served default, LightGBM in the "
+                    "factor blend); e.g. lgbm,xgb,lstm,transformer,stack for the full ensemble")
     ap.add_argument("--deep-preset", default="small")
     ap.add_argument("--deep-rows", type=int, default=20_000)
     ap.add_argument("--test-days", type=int, default=126, help="walk-forward test block of the training run")
@@ -61,9 +62,9 @@ def main(argv=None) -> dict:
     dates = np.sort(bars["date"].unique())
     syms = sorted(bars["symbol"].unique())[: args.train_symbols]
     train = bars[bars["symbol"].isin(syms) & (bars["date"] <= dates[args.train_days - 1])]
-    cfg = BacktestConfig(horizons=(5, 10), models=tuple(args.models.split(",")), test_days=args.test_days, k_features=30,
-                         max_train_rows=60_000, n_estimators=200, early_stopping_rounds=25, stack_folds=2,
-                         deep_preset=args.deep_preset, deep_params={"max_rows": args.deep_rows, "epochs": 3})
+    cfg = BacktestConfig(horizons=(5, 10), models=tuple(args.models.split(",")), test_days=args.test_days,
+                         max_train_rows=60_000, stack_folds=2, null=False, deep_preset=args.deep_preset,
+                         deep_params={"max_rows": args.deep_rows, "epochs": 3})
     reg = Path(tempfile.mkdtemp(prefix="technic-lat-")) / "registry"
     t0 = time.perf_counter()
     summary = train_and_register(train, fund, secs, registry_root=reg, cfg=cfg, promote_if_empty=True)
@@ -77,6 +78,9 @@ def main(argv=None) -> dict:
     F = compute_features(recent, fund, secs)
     last = F.xs(dates[-1], level="date")
     X = np.ascontiguousarray(last[list(scorer.feature_names)].to_numpy(np.float64))
+    from technic.data import sector_map
+    from technic.features.batch import sector_codes
+    G = sector_codes(last.index, sector_map(secs))
     k = len(X)
     H = None
     if scorer.seq_len:
@@ -97,22 +101,26 @@ def main(argv=None) -> dict:
     rows = []
     for n_threads in [int(x) for x in args.threads.split(",")]:
         scorer = scorer_from_version(Registry(reg).load(version), n_threads)
-        part = [{"call": f"predict(X, history, top_k=5) for {k} symbols: scores {list(scorer.horizons)} + win prob "
-                         f"+ top-5 contributions", **_pcts(timed(lambda: scorer.predict(X, H, 5))),
-                 "target": "p99 < 20 ms"},
-                {"call": f"predict(X, history, top_k=0): scores + win prob, no contributions",
-                 **_pcts(timed(lambda: scorer.predict(X, H, 0)))},
-                {"call": f"score(X, history) for {k} symbols", **_pcts(timed(lambda: scorer.score(X, H)))}]
+        part = [{"call": f"predict(X, history, top_k=5, groups) for {k} symbols: served scores "
+                         f"{list(scorer.horizons)} ({scorer.served[scorer.horizons[0]]}) + win prob + top-5 contributions",
+                 **_pcts(timed(lambda: scorer.predict(X, H, 5, G))), "target": "p99 < 20 ms"},
+                {"call": "predict(X, history, top_k=0, groups): scores + win prob, no contributions",
+                 **_pcts(timed(lambda: scorer.predict(X, H, 0, G)))},
+                {"call": f"score(X, history, groups) for {k} symbols", **_pcts(timed(lambda: scorer.score(X, H, G)))}]
         part[0]["ok"] = part[0]["p99_ms"] < 20
-        part.append({"call": f"contributions(X, top_k=5) for {k} symbols",
-                     **_pcts(timed(lambda: scorer.contributions(X, 5)))})
-        for name, m, cols in scorer._models[scorer.horizons[0]]:
-            Zc = scorer.normalize(X)[:, cols]
+        part.append({"call": f"contributions(X, top_k=5, groups) for {k} symbols",
+                     **_pcts(timed(lambda: scorer.contributions(X, 5, groups=G, history=H)))})
+        inp = scorer.inputs(X, H, G)
+        ens = scorer.ensembles[scorer.horizons[0]]
+        part.append({"call": f"model inputs of {k} symbols: per-date rank-gauss + {len(scorer.factor_names)} factor scores",
+                     **_pcts(timed(lambda: scorer.inputs(X, H, G)))})
+        rows_all = np.arange(k)
+        for name, m in ens.models_.items():
             if name in ("lstm", "transformer"):
-                from technic.models.scoring import sequence_input
-                S = sequence_input(H, m.seq_len, cols)
+                S = inp.sequences(rows_all, ens.features_, m.seq_len)
                 part.append({"call": f"one base model: {name}.predict ({k} windows)", **_pcts(timed(lambda: m.predict(S)))})
             else:
+                Zc = inp.tabular(rows_all, ens.features_)
                 part.append({"call": f"one base model: {name}.predict ({k} rows)", **_pcts(timed(lambda: m.predict(Zc)))})
         rows += [{"threads": n_threads, **r} for r in part]
     meta = {"command": "python bench/scoring_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
