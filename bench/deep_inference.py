@@ -38,7 +38,7 @@ def _median_ms(fn, repeats: int) -> tuple[float, float]:
 def main(argv=None) -> dict:
     import torch
 
-    from technic.models.deep import PRESETS, DeepModel, _net
+    from technic.models.deep import DEEP_NAMES, PRESETS, DeepModel, _net
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--windows", type=int, default=505)
@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     for preset in ("small", "seed"):
         cfg = {**PRESETS[preset], "dropout": 0.0}
         S = np.random.default_rng(0).standard_normal((args.windows, cfg["seq_len"], args.features)).astype(np.float32)
-        for kind in ("lstm", "transformer"):
+        for kind in DEEP_NAMES:
             net = _net(kind, args.features, 2, cfg).eval()
             for threads in (1, 2):
                 p50, p99 = _median_ms(lambda: DeepModel._predict(net, S, n_threads=threads), args.repeats)

@@ -39,6 +39,7 @@ def _pcts(samples_s: list[float]) -> dict:
 def main(argv=None) -> dict:
     from technic.commands.features import load_inputs
     from technic.features.batch import compute_features
+    from technic.models.deep import DEEP_NAMES
     from technic.models.scoring import history_from_panel, load_scorer
     from technic.paths import data_dir, dev_files
     from technic.research import BacktestConfig
@@ -116,7 +117,7 @@ def main(argv=None) -> dict:
                      **_pcts(timed(lambda: scorer.inputs(X, H, G)))})
         rows_all = np.arange(k)
         for name, m in ens.models_.items():
-            if name in ("lstm", "transformer"):
+            if name in DEEP_NAMES:
                 S = inp.sequences(rows_all, ens.features_, m.seq_len)
                 part.append({"call": f"one base model: {name}.predict ({k} windows)", **_pcts(timed(lambda: m.predict(S)))})
             else:

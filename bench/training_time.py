@@ -31,6 +31,7 @@ def main(argv=None) -> dict:
     from technic.commands.features import load_inputs
     from technic.labels import make_labels
     from technic.models.base import make_bases
+    from technic.models.deep import DEEP_NAMES
     from technic.models.ensemble import Ensemble, subsample
     from technic.models.inputs import PanelInputs
     from technic.paths import data_dir, dev_files
@@ -72,7 +73,7 @@ def main(argv=None) -> dict:
     Y = target if aux is None else np.column_stack([target, aux])
     base_s, raw = None, {}
     for name, m in make_bases(cfg, cfg.purge(5), cfg.seed).items():
-        deep = name in ("lstm", "transformer")
+        deep = name in DEEP_NAMES
         t0 = time.perf_counter()
         m.fit(inputs[name], Y[tr] if deep else target[tr], dates[tr])
         fit_s = time.perf_counter() - t0
