@@ -3,8 +3,9 @@
 ``score = z(composite) + w * z(ml)`` where ``z`` is the per-date z-score (``inputs.date_zscore``) and
 a missing side counts as the cross-sectional centre (0). The composite's weight is fixed at 1 (it is
 the prior); only the size ``w`` of the ML tilt is learned, INSIDE the training window, from the ML
-member's OUT-OF-FOLD predictions (purged inner K-fold, ``models.stacking.oof_predictions``), never
-from the dates it is scored on:
+member's OUT-OF-FOLD predictions (``models.stacking.oof_predictions``; by default forward-only blocks,
+``validation.forward_blocks``: each block predicted by a model trained on the dates before it, minus the
+purge), never from the dates it is scored on:
 
 1. on the training rows: the mean daily RankIC of the composite (``ic_c``) and of the OOF ML score
    (``ic_m``, with its Newey-West t-stat ``t_m``, ``horizon - 1`` lags), and ``rho``, the mean
