@@ -100,7 +100,9 @@ def test_scores_equal_an_independent_recomputation(bundle):
         ok = np.isfinite(fac)
         comp = (np.where(ok, fac, 0) @ w) / (ok @ w)
         expect = _z(comp) + e.blend_.w_ * _z(ml)
-        np.testing.assert_allclose(panel.loc[day, f"score_{h}"].to_numpy(), expect, rtol=0, atol=1e-9)
+        # the deep members run in float32: the oracle's own forward pass (other batch shape, other kernel
+        # choice) agrees to float32 precision, not to the last float64 digit (5.8e-8 seen on one CPU)
+        np.testing.assert_allclose(panel.loc[day, f"score_{h}"].to_numpy(), expect, rtol=0, atol=1e-6)
     one = s.predict(X, history=_oracle_windows(Z, s.feature_names, day), top_k=3, groups=g)
     np.testing.assert_allclose(one["scores"][5], panel.loc[day, "score_5"].to_numpy(), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(one["win_prob"], panel.loc[day, "win_prob"].to_numpy())
