@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from .codecs import utc_now_iso
+from stream.io.codecs import utc_now_iso
 
 SEVERITIES = ("info", "warning", "critical")
 

@@ -2,7 +2,7 @@
 
 One stage of the pipeline (decode -> **admit** -> buffer by timestamp -> features -> score):
 
-1. decode: size limit, JSON, JSON Schema, bar sanity (``stream.codecs.decode``);
+1. decode: size limit, JSON, JSON Schema, bar sanity (``stream.io.codecs.decode``);
 2. **key**: symbol-keyed topics (bars, fundamentals, alt) must carry the payload's symbol as
    the Kafka key. A null or different key is dead-lettered as ``key_mismatch``: with several
    partitions, the key decides the partition, so a wrong key breaks per-symbol ordering
@@ -10,7 +10,7 @@ One stage of the pipeline (decode -> **admit** -> buffer by timestamp -> feature
 3. universe (optional): a symbol outside a configured universe -> ``unknown_symbol``;
 4. sequence: ``seq`` at or below the symbol's last applied one is an exact redelivery (skipped,
    counted), a conflicting redelivery (``conflicting_redelivery``) or a late bar that was never
-   applied (``out_of_order``), see ``stream.redelivery``; a new ``seq`` whose timestamp is not
+   applied (``out_of_order``), see ``stream.stages.redelivery``; a new ``seq`` whose timestamp is not
    after the symbol's last bar -> ``duplicate``/``out_of_order``; a bar for a timestamp already
    scored -> ``out_of_order``.
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from technic.features.incremental import NAT
 
-from .codecs import RecordError, decode
-from .redelivery import CONFLICT, NEVER_APPLIED, SeqDigests, bar_digest
-from .timestamps import ts_ns, ts_string
+from stream.io.codecs import RecordError, decode
+from stream.stages.redelivery import CONFLICT, NEVER_APPLIED, SeqDigests, bar_digest
+from stream.io.timestamps import ts_ns, ts_string
 
 NO_KEY = object()  # "this record did not come from Kafka": the key is not checked
 

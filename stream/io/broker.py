@@ -28,8 +28,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Iterable
 
-from stream.children import spawn, stop_child
-from stream.topics_config import create_topics, create_topics_async  # noqa: F401 (re-export)
+from stream.io.children import spawn, stop_child
+from stream.io.topics_config import create_topics, create_topics_async  # noqa: F401 (re-export)
 from technic.errors import TechnicError
 
 ENV_BOOTSTRAP = "TECHNIC_BOOTSTRAP"
@@ -209,7 +209,7 @@ class EmbeddedBroker:
         self._log = open(self.log_path, "ab")
         t0 = time.monotonic()
         # own process group (Ctrl-C in the terminal does not reach it; stop() does) and SIGTERM
-        # when this process dies without stopping it (stream.children)
+        # when this process dies without stopping it (stream.io.children)
         self._proc = spawn(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         atexit.register(self.stop)  # never leave an orphaned broker behind
         deadline = t0 + self.ready_timeout_s
@@ -311,7 +311,7 @@ def ensure_broker(data_dir: str | os.PathLike, port: int | None = None,
 def run_broker(data_dir: str | os.PathLike, port: int | None = None,
                create: bool = True, partitions: int | None = None) -> int:
     """Run the embedded broker in the foreground until Ctrl-C/SIGTERM (``technic-stream broker``)."""
-    from stream.topics_config import topic_specs
+    from stream.io.topics_config import topic_specs
 
     broker = EmbeddedBroker(data_dir, port=port)
     stop = {"flag": False}

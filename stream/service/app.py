@@ -3,7 +3,7 @@
 The broker address is only known at run time (embedded broker or
 ``TECHNIC_BOOTSTRAP``), so the app is built by a factory instead of at import.
 All topics use raw bytes: records are decoded and validated by
-``stream.codecs`` inside the agents, so a malformed payload becomes a
+``stream.io.codecs`` inside the agents, so a malformed payload becomes a
 dead-letter record instead of a deserialization crash in Faust.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import faust
 
-from .kafka import faust_credentials
-from .topics_config import topic_specs
+from stream.io.kafka import faust_credentials
+from stream.io.topics_config import topic_specs
 
 
 @dataclass
@@ -28,7 +28,7 @@ class WorkerSettings:
     partitions: int | None = None
     batch_max: int = 5000          # records per micro-batch
     batch_within_s: float = 0.05   # max wait to fill a micro-batch
-    # live ingest: "direct" = stream.direct, a group-less aiokafka consumer continuing exactly
+    # live ingest: "direct" = stream.service.direct, a group-less aiokafka consumer continuing exactly
     # where the catch-up stopped, without Faust's consumer (one worker; the faster live path, figures
     # in bench/results/stream.md); "faust" = Faust agents in the consumer group (partition
     # assignment across several workers on a real cluster)

@@ -10,7 +10,7 @@ import numpy as np
 
 from technic.features.incremental import to_ns
 
-from .codecs import parse_ts
+from stream.io.codecs import parse_ts
 
 _TS_CACHE: dict[str, int] = {}
 

@@ -7,7 +7,7 @@ Faust consumer's highwater marks. A :class:`WorkerMetrics` owns its own
 pipelines in one process do not collide) with one custom collector that turns
 those counters into metric families at scrape time; nothing is counted twice.
 
-The bar -> score latency histogram is the pipeline's own (``stream.latency``): one
+The bar -> score latency histogram is the pipeline's own (``stream.stages.latency``): one
 observation per score emitted, so its ``_count`` equals ``technic_scores_out_total``.
 
 Lag per input partition is ``highwater - (handled offset + 1)``: the
@@ -15,7 +15,7 @@ consumer's highwater (next offset to be written) when a Faust app is given,
 else the highwater passed in by the caller (``highwaters``), else unknown
 (the series is left out rather than reporting a wrong 0).
 
-Endpoints (see :func:`stream.worker.attach_agents`): ``/metrics`` (text
+Endpoints (see :func:`stream.service.faust_mode.attach_agents`): ``/metrics`` (text
 exposition format), ``/ready`` (200 once the catch-up is done and a model is
 loaded, else 503) next to ``/health``; the web server binds 127.0.0.1.
 """
@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
                                     InfoMetricFamily)
 
-from .codecs import REASON_CODES, load_schema
-from .latency import LATENCY_BUCKETS  # noqa: F401 (re-exported)
+from stream.io.codecs import REASON_CODES, load_schema
+from stream.stages.latency import LATENCY_BUCKETS  # noqa: F401 (re-exported)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -10,8 +10,8 @@ from aiokafka import TopicPartition
 
 from technic.errors import TechnicError
 
-from .kafka import new_consumer
-from .topics_config import KINDS, topic_name
+from stream.io.kafka import new_consumer
+from stream.io.topics_config import KINDS, topic_name
 
 
 def _pretty(kind: str, v: dict) -> str:

@@ -23,14 +23,14 @@ import pandas as pd
 
 from technic.errors import TechnicError
 
-from .layer import OnlineConfig, OnlineLayer, registry_reference_loader
+from stream.online.layer import OnlineConfig, OnlineLayer, registry_reference_loader
 
 
 def replay(bars, fundamentals, securities, scorer, layer, start_scoring, progress=None):
     """Stream ``bars`` through a pipeline with ``layer``; return (score rows, alert records, pipeline)."""
-    from stream.models import ModelSource
-    from stream.pipeline import PipelineConfig, ScoringPipeline, ts_ns
-    from stream.publisher import bar_records, fundamental_records
+    from stream.stages.models import ModelSource
+    from stream.stages.pipeline import PipelineConfig, ScoringPipeline, ts_ns
+    from stream.tools.publisher import bar_records, fundamental_records
     from technic.data import sector_map
     secs = sector_map(securities) if securities is not None else None
     p = ScoringPipeline(ModelSource(None, scorer=scorer), sectors=secs, config=PipelineConfig(grace_s=1e9, top_k=0),

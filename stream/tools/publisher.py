@@ -28,9 +28,9 @@ from aiokafka.errors import KafkaError
 
 from technic.features import registry as R
 
-from .codecs import encode
-from .kafka import new_producer
-from .topics_config import topic_name
+from stream.io.codecs import encode
+from stream.io.kafka import new_producer
+from stream.io.topics_config import topic_name
 
 log = logging.getLogger("technic.publisher")
 Record = tuple[str, bytes, bytes]  # topic, key, value

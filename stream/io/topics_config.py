@@ -32,8 +32,10 @@ SCORES = "scores"
 ALERTS = "alerts"
 DEADLETTER = "deadletter"
 CONTROL = "control"
+FEATURES = "features"    # internal: per-symbol stage -> scoring stage (rows keyed by timestamp + watermarks)
+SNAPSHOTS = "snapshots"  # internal: per-symbol stage checkpoints (state + input offsets), compacted
 
-KINDS = (BARS, FUNDAMENTALS, ALT, SCORES, ALERTS, DEADLETTER, CONTROL)
+KINDS = (BARS, FUNDAMENTALS, ALT, SCORES, ALERTS, DEADLETTER, CONTROL, FEATURES, SNAPSHOTS)
 
 
 class TopicCreationError(TechnicError):
@@ -87,7 +89,8 @@ def _retention(days: float) -> dict[str, str]:
 
 # kind -> (configs, key description, schema file, partitioned?)
 # Single-partition topics: control is a broadcast (every worker must see every
-# message in order), alerts and dead letters are low volume and read by humans.
+# message in order), alerts and dead letters are low volume and read by humans;
+# features and snapshots are the split mode's internal topics (see stream.stages).
 _TABLE: dict[str, tuple[dict[str, str], str, str, bool]] = {
     BARS: (_retention(7), "symbol", "bar.json", True),
     FUNDAMENTALS: (_retention(30), "symbol", "fundamental.json", True),
@@ -96,6 +99,12 @@ _TABLE: dict[str, tuple[dict[str, str], str, str, bool]] = {
     ALERTS: (_retention(30), "alert type", "alert.json", False),
     DEADLETTER: (_retention(30), "source topic", "deadletter.json", False),
     CONTROL: (_retention(30), "none", "control.json", False),
+    # one partition: the scoring stage is one ordered consumer of every timestamp (the per-symbol
+    # market state it keeps is a fold over timestamps in order); watermarks follow their rows
+    FEATURES: (_retention(7), "bar timestamp (watermarks: 'wm')", "", False),
+    # latest snapshot per bars partition survives compaction (short segments so it actually compacts)
+    SNAPSHOTS: ({"cleanup.policy": "compact", "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1"},
+                "bars partition", "", False),
 }
 
 
@@ -141,7 +150,7 @@ async def create_topics_async(bootstrap: str, specs: Iterable) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     specs = list(specs)
-    from .kafka import client_kwargs
+    from stream.io.kafka import client_kwargs
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
     await admin.start()
     try:

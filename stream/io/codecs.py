@@ -58,7 +58,7 @@ def _find_schema_dir() -> Path:
     env = os.environ.get("TECHNIC_SCHEMAS")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent          # .../stream
+    here = Path(__file__).resolve().parents[1]      # .../stream (this file is stream/io/codecs.py)
     for candidate in (here.parent / "schemas", here / "schemas"):
         if (candidate / "bar.json").is_file():
             return candidate

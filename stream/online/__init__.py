@@ -10,7 +10,7 @@
   ``retrain_requested`` after a severe drift alert).
 """
 
-from .labels import DelayedLabelBuffer, Matured
-from .layer import OnlineConfig, OnlineLayer
+from stream.online.labels import DelayedLabelBuffer, Matured
+from stream.online.layer import OnlineConfig, OnlineLayer
 
 __all__ = ["DelayedLabelBuffer", "Matured", "OnlineConfig", "OnlineLayer"]

@@ -20,13 +20,13 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
-from .kafka import new_consumer
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import readiness
-from .metrics import render as render_metrics
-from .output import OutputSender
-from .topics_config import topic_name
-from .worker import Router, health, process_batch, tick, watch_registry
+from stream.io.kafka import new_consumer
+from stream.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from stream.service.metrics import readiness
+from stream.service.metrics import render as render_metrics
+from stream.io.output import OutputSender
+from stream.io.topics_config import topic_name
+from stream.service.router import Router, health, process_batch, tick, watch_registry
 
 log = logging.getLogger("technic.worker")
 KINDS = ("control", "fundamentals", "alt", "bars")  # side topics before bars within a batch

@@ -3,13 +3,13 @@
 1. train a quick model on the first two years of the shipped data (100 symbols) and register
    it, if the registry has no promoted version;
 2. choose the replay window AFTER the model's training data plus the label purge, so every
-   score shown is out of sample, with warm-up bars before it (``stream.demo_window``);
+   score shown is out of sample, with warm-up bars before it (``stream.tools.demo_window``);
 3. start the embedded broker (fresh data dir; or use ``$TECHNIC_BOOTSTRAP``) and create the
    topics; start a worker process (``technic-stream worker --score-from``);
 4. replay the bars (and fundamentals) in event-time order while a live terminal view shows the
    latest timestamp's top and bottom scores, alerts and counters;
 5. shut everything down cleanly on completion, Ctrl-C, SIGTERM or SIGHUP: the worker, then the
-   broker (which writes its snapshot), each stopped and reaped (``stream.children``).
+   broker (which writes its snapshot), each stopped and reaped (``stream.io.children``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from .children import spawn, stop_child, wait_http
-from .demo_window import LABEL_LAG, TRAIN_SYMBOLS, Window, replay_window, training_dates
-from .kafka import new_consumer
+from stream.io.children import spawn, stop_child, wait_http
+from stream.tools.demo_window import LABEL_LAG, TRAIN_SYMBOLS, Window, replay_window, training_dates
+from stream.io.kafka import new_consumer
 
 
 def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> dict:
@@ -54,7 +54,7 @@ def _ensure_model(registry: Path, bars, fund, secs, con: Console) -> dict:
 
 
 def _window(manifest: dict, bars, days) -> Window:
-    """Out-of-sample replay window for the promoted model (see stream.demo_window)."""
+    """Out-of-sample replay window for the promoted model (see stream.tools.demo_window)."""
     from technic.features import registry as R
     lookback = {d["name"]: int(d["lookback"]) for d in R.describe()}
     warm = max((lookback.get(f, 0) for f in manifest.get("feature_names", [])), default=0) + 1
@@ -112,7 +112,7 @@ class View:
 
 
 async def _consume(boot: str, view: View, stop: asyncio.Event) -> None:
-    from .topics_config import topic_name
+    from stream.io.topics_config import topic_name
     c = new_consumer(boot, topic_name("scores"), topic_name("alerts"), topic_name("deadletter"),
                      auto_offset_reset="earliest")
     await c.start()
@@ -134,7 +134,7 @@ async def _consume(boot: str, view: View, stop: asyncio.Event) -> None:
 
 
 async def _run(boot: str, records, n_bars: int, view: View, rate, con: Console) -> None:
-    from .publisher import publish
+    from stream.tools.publisher import publish
     stop = asyncio.Event()
     consumer = asyncio.create_task(_consume(boot, view, stop))
 
@@ -165,9 +165,9 @@ def run_demo(*, days=None, symbols=None, data: Path, workdir: Path, rate=None) -
     from technic.commands.features import load_inputs
     from technic.paths import require_dev_files
 
-    from .broker import EmbeddedBroker, free_port, resolve_bootstrap
-    from .publisher import bar_records, fundamental_records, publish
-    from .topics_config import create_topics, topic_specs
+    from stream.io.broker import EmbeddedBroker, free_port, resolve_bootstrap
+    from stream.tools.publisher import bar_records, fundamental_records, publish
+    from stream.io.topics_config import create_topics, topic_specs
 
     con = Console()
     files = require_dev_files(Path(data))

@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 
-from .codecs import encode
-from .kafka import new_producer
-from .pipeline import Output
-from .topics_config import topic_name
+from stream.io.codecs import encode
+from stream.io.kafka import new_producer
+from stream.io.topics_config import topic_name
 
 log = logging.getLogger("technic.worker")
+
+
+@dataclass
+class Output:
+    """One record a stage produces, for the sender: topic kind, Kafka key, JSON value."""
+
+    kind: str           # scores | alerts | deadletter | features | watermarks | snapshots
+    key: bytes | None
+    value: dict
 
 
 class OutputSender:
     """``await sender(outs)`` delivers outputs (and retrain requests to control) or raises."""
 
-    def __init__(self, bootstrap: str, max_attempts: int = 60):
+    def __init__(self, bootstrap: str, max_attempts: int = 60, **producer_kw):
         self.bootstrap = bootstrap
+        self.producer_kw = producer_kw
         self.max_attempts = max_attempts
         self.producer = None
         self.closing = False
@@ -46,7 +56,7 @@ class OutputSender:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 if self.producer is None:
-                    self.producer = new_producer(self.bootstrap)
+                    self.producer = new_producer(self.bootstrap, **self.producer_kw)
                     await self.producer.start()
                 futs = [await self.producer.send(t, key=k, value=v) for t, k, v in records]
                 await asyncio.gather(*futs)

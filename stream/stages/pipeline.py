@@ -6,7 +6,7 @@ same object is driven by the Faust agents, by the start-up catch-up replay and
 by tests, so the behaviour under test is the behaviour in production.
 
 Per bar:
-1. admission (``stream.admission``): decode + JSON Schema + sanity checks, the Kafka key
+1. admission (``stream.stages.admission``): decode + JSON Schema + sanity checks, the Kafka key
    must be the symbol, idempotency by the publisher's per-symbol sequence number (an exact
    redelivery is skipped and counted; a conflicting one, a late, duplicate or out-of-order
    bar is dead-lettered); a rejected record goes to the dead-letter topic keyed by its source
@@ -39,42 +39,26 @@ one cross-sectional rank transform of all features per timestamp.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from technic.errors import OrderError, RegistryError
 from technic.features import registry as R
-from technic.features.cross_section import cs_rank
 from technic.features.batch import sector_codes
 from technic.features.incremental import NAT, FeatureEngine
-from technic.models.preprocess import rank_gauss
 
-from .admission import NO_KEY, BarAdmission, check_key
-from .alerts import AlertGate, make_alert
-from .codecs import RecordError, decode, deadletter_record, parse_ts, utc_now_iso
-from .latency import LatencyHistogram
-from .models import ModelSource
-from .timestamps import ts_ns, ts_string  # noqa: F401 (ts_ns re-exported)
+from stream.stages.admission import NO_KEY, BarAdmission, check_key
+from stream.stages.alerts import AlertGate, make_alert
+from stream.io.codecs import RecordError, decode, deadletter_record, parse_ts
+from stream.io.output import Output
+from stream.stages.history import FeatureHistory
+from stream.stages.models import ModelSource
+from stream.stages.records import ExtensionResult, Stats, feature_columns, score_timestamp  # noqa: F401 (re-exported)
+from stream.io.timestamps import ts_ns, ts_string  # noqa: F401 (ts_ns re-exported)
 
 BAR_KEYS = ("open", "high", "low", "close", "volume")
-
-
-@dataclass
-class Output:
-    kind: str           # scores | alerts | deadletter
-    key: bytes | None
-    value: dict
-
-
-@dataclass
-class ExtensionResult:
-    """What an extension returns for one scored timestamp."""
-
-    online_scores: dict | None = None   # horizon -> (k,) adjusted scores, emitted as score_online
-    alerts: list = field(default_factory=list)  # alert.json dicts
 
 
 @dataclass
@@ -90,26 +74,6 @@ class PipelineConfig:
     max_payload: int = 65536
     alert_cooldown: int = 20      # timestamps between repeats of one alert
     extreme_return: float = 0.4   # |1-bar return| above this raises an alert
-
-
-@dataclass
-class Stats:
-    bars_in: int = 0
-    bars_applied: int = 0
-    redelivered: int = 0          # exact redeliveries (same seq, same content): skipped
-    conflicting_redeliveries: int = 0  # same seq, different content: dead-lettered
-    scores_out: int = 0
-    timestamps_closed: int = 0
-    gaps: int = 0
-    deadletter: Counter = field(default_factory=Counter)
-    alerts: Counter = field(default_factory=Counter)
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # bar receive -> score, per score
-
-    def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "latency"}
-        d["deadletter"] = dict(self.deadletter)
-        d["alerts"] = dict(self.alerts)
-        return d
 
 
 class ScoringPipeline:
@@ -139,14 +103,12 @@ class ScoringPipeline:
         self.gate = AlertGate(self.cfg.alert_cooldown)
         self._feature_index = {n: i for i, n in enumerate(R.FEATURE_NAMES)}
         self._ret_col = self._feature_index["ret_1"]
-        n_feat = len(R.FEATURE_NAMES)
-        self.hist = np.full((self.engine.capacity, self.cfg.history_len, n_feat), np.nan, dtype=np.float32)
-        self.hist_cnt = np.zeros(self.engine.capacity, np.int64)
+        self.ring = FeatureHistory(len(R.FEATURE_NAMES), self.cfg.history_len, self.engine.capacity)
 
     # -- inputs -------------------------------------------------------------------
     def on_bar(self, raw: bytes, topic: str = "bars", partition: int | None = None,
                offset: int | None = None, received: float | None = None, key=NO_KEY) -> list[Output]:
-        """One bar record (raw bytes and its Kafka origin); see ``stream.admission`` for the checks."""
+        """One bar record (raw bytes and its Kafka origin); see ``stream.stages.admission`` for the checks."""
         self.stats.bars_in += 1
         received = self.clock() if received is None else received
         try:
@@ -275,99 +237,26 @@ class ScoringPipeline:
                                f"switched to model {swapped}")
         scorer = self.models.current
         seq_len = int(getattr(scorer, "seq_len", 0) or 0)
-        if seq_len > self.hist.shape[1]:
-            self._grow_history(seq_len)
-        if self.hist.shape[1] and (self.cfg.history_always or seq_len):
-            self._push_history(names, feats)
+        self.ring.reserve(seq_len)
+        if self.ring.length and (self.cfg.history_always or seq_len):
+            self.ring.push([self.engine.slots[s] for s in names], feats, self.engine.capacity)
         if scorer is None or t <= self.suppress_until:
             return out
         out += self._score(t, names, feats, scorer, [bucket[s][1] for s in names], bars["close"])
         return out
 
     def _score(self, t, names, feats, scorer, received, closes) -> list[Output]:
-        cols = [self._feature_index[f] for f in scorer.feature_names]
-        X = np.ascontiguousarray(feats[:, cols])
         seq_len = int(getattr(scorer, "seq_len", 0) or 0)
-        hist = self.history(names, cols, seq_len) if seq_len else None
-        # the registry Scorer (technic.models.scoring): scores, win prob, contributions in one pass
-        res = scorer.predict(X, history=hist, top_k=self.cfg.top_k, groups=sector_codes(names, self.engine.sectors))
-        scores, win, contrib = res["scores"], res["win_prob"], res["contributions"]
-        horizons = list(scorer.horizons)
-        primary = scores[horizons[0]]
-        pct = cs_rank(primary)
-        order = np.argsort(-np.nan_to_num(primary, nan=-np.inf), kind="mergesort")
-        rank = np.empty(len(names), np.int64)
-        rank[order] = np.arange(1, len(names) + 1)
-        ts = ts_string(t)
-        version = scorer.version
-        out = []
-        online: dict = {}
-        for ext in self.extensions:
-            res = ext.on_scored(t, names, feats, closes, scores, scorer)
-            if res is None:
-                continue
-            if res.online_scores:
-                online.update(res.online_scores)
-            for a in res.alerts:
-                self.stats.alerts[a["type"]] += 1
-                out.append(Output("alerts", (a.get("symbol") or a["type"]).encode(), a))
-        emit = utc_now_iso()
-        for i, sym in enumerate(names):
-            value = {
-                "symbol": sym, "ts": ts, "model_version": version,
-                "scores": {f"{h}d": float(scores[h][i]) for h in horizons},
-                "percentile": float(pct[i]) if np.isfinite(pct[i]) else 0.0,
-                "rank": int(rank[i]), "universe_size": len(names),
-                "top_contributions": [{"feature": f, "value": None if not np.isfinite(v) else float(v),
-                                       "contribution": float(c)} for f, v, c in contrib[i]],
-                "event_time": ts, "emit_time": emit, "key": f"{sym}|{ts}|{version}",
-            }
-            if win is not None:
-                value["win_prob"] = float(win[i])
-            if online:
-                value["score_online"] = {f"{h}d": float(v[i]) for h, v in online.items() if np.isfinite(v[i])}
-            out.append(Output("scores", sym.encode(), value))
+        hist = self.history(names, feature_columns(scorer), seq_len) if seq_len else None
+        groups = sector_codes(names, self.engine.sectors)
+        out = score_timestamp(t, names, feats, scorer, hist, groups, closes, self.cfg.top_k, self.extensions,
+                              self.stats)
         self.stats.latency.observe(self.clock() - np.asarray(received, dtype=np.float64))  # one per score
-        self.stats.scores_out += len(names)
         return out
 
-    # -- per-symbol normalized feature history (for sequence models) -------------------
-    def _push_history(self, names, feats) -> None:
-        """Append each symbol's row of this timestamp, normalized against this timestamp's
-        cross-section (``rank_gauss``, the training transform; column by column, so any model's
-        feature subset reads the same values) and stored as float32 (what the models read)."""
-        feats = rank_gauss(feats)
-        slots = np.array([self.engine.slots[s] for s in names], dtype=np.intp)
-        if self.engine.capacity > self.hist.shape[0]:
-            pad = self.engine.capacity - self.hist.shape[0]
-            self.hist = np.concatenate([self.hist, np.full((pad,) + self.hist.shape[1:], np.nan, np.float32)])
-            self.hist_cnt = np.concatenate([self.hist_cnt, np.zeros(pad, np.int64)])
-        L = self.hist.shape[1]
-        self.hist[slots, self.hist_cnt[slots] % L] = feats
-        self.hist_cnt[slots] += 1
-
-    def _grow_history(self, length: int) -> None:
-        """Widen the ring to ``length`` rows per symbol, keeping every row it holds (a model with a
-        longer window than ``history_len`` was loaded)."""
-        old, L = self.hist, self.hist.shape[1]
-        self.hist = np.full((old.shape[0], length, old.shape[2]), np.nan, np.float32)
-        for back in range(min(L, length)):           # rows `back` bars ago, per symbol
-            ok = self.hist_cnt - 1 - back >= 0
-            a = (self.hist_cnt[ok] - 1 - back)
-            self.hist[np.flatnonzero(ok), a % length] = old[np.flatnonzero(ok), a % L]
-
     def history(self, names, cols, seq_len: int) -> np.ndarray:
-        """(k, seq_len, len(cols)) last normalized rows per symbol, oldest first, current last, NaN-padded."""
-        if seq_len > self.hist.shape[1]:
-            self._grow_history(seq_len)
-        L = self.hist.shape[1]
-        slots = np.array([self.engine.slots[s] for s in names], dtype=np.intp)
-        cnt = self.hist_cnt[slots]
-        back = np.arange(seq_len - 1, -1, -1)              # seq_len-1 ... 0 bars ago
-        idx = cnt[:, None] - 1 - back[None, :]              # absolute bar numbers
-        rows = self.hist[slots[:, None], idx % L][:, :, cols]
-        rows[idx < 0] = np.nan
-        return rows
+        """(k, seq_len, len(cols)) last normalized rows per symbol (``FeatureHistory.window``)."""
+        return self.ring.window(self.engine.slots, names, cols, seq_len)
 
     def _data_quality(self, t, names, feats) -> list[Output]:
         ret = feats[:, self._ret_col]

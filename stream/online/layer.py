@@ -28,7 +28,7 @@ compared with the pooled training distribution, so a market regime alone moves t
 and trend features to ~1.5 inside the training period itself; the textbook 0.1 / 0.25 thresholds
 (independent samples) would alert on every window.
 
-Alerts go through ``stream.alerts.make_alert`` and an ``AlertGate`` (``cooldown`` timestamps per
+Alerts go through ``stream.stages.alerts.make_alert`` and an ``AlertGate`` (``cooldown`` timestamps per
 (type, symbol, feature); PSI per type). A critical alert (ADWIN/Page-Hinkley degradation, PSI above
 ``psi_severe``) is followed by one ``retrain_requested`` alert (its own cool-down). A new model
 version resets the layer (new features, new error distribution). ``state_bytes()`` /
@@ -44,15 +44,16 @@ from typing import Callable
 
 import numpy as np
 
-from stream.alerts import AlertGate, make_alert
-from stream.pipeline import ExtensionResult, ts_string
+from stream.stages.alerts import AlertGate, make_alert
+from stream.io.timestamps import ts_string
+from stream.stages.records import ExtensionResult
 from technic.features import registry as R
 from technic.models.preprocess import rank_gauss
 
-from .drift import (AdwinDetector, DeadLetterRate, PageHinkleyDetector, PSIMonitor, RollingIC, feature_lookbacks,
+from stream.online.drift import (AdwinDetector, DeadLetterRate, PageHinkleyDetector, PSIMonitor, RollingIC, feature_lookbacks,
                     psi_summary, spearman, warmed_up)
-from .labels import DelayedLabelBuffer
-from .learners import OnlineLearner
+from stream.online.labels import DelayedLabelBuffer
+from stream.online.learners import OnlineLearner
 
 #: PSI of one ``psi_window`` vs the training deciles (see module docstring and the calibration test)
 PSI_WARNING, PSI_CRITICAL = 2.0, 5.0
