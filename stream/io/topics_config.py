@@ -103,7 +103,8 @@ _TABLE: dict[str, tuple[dict[str, str], str, str, bool]] = {
     # market state it keeps is a fold over timestamps in order); watermarks follow their rows
     FEATURES: (_retention(7), "bar timestamp (watermarks: 'wm')", "", False),
     # latest snapshot per bars partition survives compaction (short segments so it actually compacts)
-    SNAPSHOTS: ({"cleanup.policy": "compact", "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1"},
+    SNAPSHOTS: ({"cleanup.policy": "compact", "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1",
+                 "max.message.bytes": str(32 * 1024 * 1024)},  # a partition's snapshot: ~22 KiB per symbol
                 "bars partition", "", False),
 }
 
