@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from stream.broker import EmbeddedBroker  # noqa: E402
-from stream.topics_config import TopicSpec  # noqa: E402
+from stream.io.broker import EmbeddedBroker  # noqa: E402
+from stream.io.topics_config import TopicSpec  # noqa: E402
 
 PAYLOAD = (b'{"symbol":"AAPL","ts":"2017-03-01T16:00:00Z","seq":%d,"open":136.47,'
            b'"high":139.36,"low":136.1,"close":139.08,"volume":36414585.0,"pad":"xxxxxxxxxxx"}')

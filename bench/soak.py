@@ -41,11 +41,11 @@ FIX = ROOT / "tests" / "fixtures"
 # worker with the tests' linear stand-in scorer (no registry needed): argv = bootstrap port app_id datadir grace secs
 _LINEAR_LAUNCH = """
 import sys
-from stream.app import WorkerSettings
-from stream.logs import setup_logging
-from stream.models import ModelSource
-from stream.pipeline import PipelineConfig
-from stream.worker import run_worker
+from stream.service.app import WorkerSettings
+from stream.service.logs import setup_logging
+from stream.stages.models import ModelSource
+from stream.stages.pipeline import PipelineConfig
+from stream.service.worker import run_worker
 from technic.data import load_securities, sector_map
 from tests.stream.test_pipeline import LinearScorer
 boot, port, app_id, datadir, grace, secs = sys.argv[1:7]
@@ -76,7 +76,7 @@ class WorkerProc:
         self.bootstrap, self.prefix, self.workdir = bootstrap, prefix, Path(workdir)
         self.registry, self.grace, self.securities, self.top_k = registry, grace, securities, top_k
         self.app_id = app_id or f"{prefix}worker"
-        from stream.broker import free_port
+        from stream.io.broker import free_port
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -99,7 +99,7 @@ class WorkerProc:
         else:
             cmd = [sys.executable, "-c", _LINEAR_LAUNCH, self.bootstrap, str(self.port), self.app_id, datadir,
                    str(self.grace), str(self.securities or "")]
-        from stream.children import spawn
+        from stream.io.children import spawn
         self.proc = spawn(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"))
         self.wait_ready(ready_timeout)
         return self
@@ -224,9 +224,9 @@ def train_registry(workdir: Path) -> Path:
 def run_soak(minutes: float, rate: float = 500.0, symbols: int = 100, sample_s: float = 5.0, warmup: float = 0.2,
              bootstrap: str | None = None, registry: Path | None = None, workdir: Path | None = None,
              top_k: int = 5, log=print) -> dict:
-    from stream.broker import EmbeddedBroker, resolve_bootstrap
-    from stream.publisher import bar_records, publish
-    from stream.topics_config import create_topics, topic_specs
+    from stream.io.broker import EmbeddedBroker, resolve_bootstrap
+    from stream.tools.publisher import bar_records, publish
+    from stream.io.topics_config import create_topics, topic_specs
 
     work = Path(workdir or tempfile.mkdtemp(prefix="technic-soak-"))
     duration = minutes * 60.0

@@ -66,8 +66,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, environment, write_results  # noqa: E402
-from stream.broker import free_port as _free_port  # noqa: E402
-from stream.children import wait_http as _wait_http  # noqa: E402
+from stream.io.broker import free_port as _free_port  # noqa: E402
+from stream.io.children import wait_http as _wait_http  # noqa: E402
 
 TARGET_BARS_S = 10_000
 TARGET_P99_MS = 50.0
@@ -141,14 +141,14 @@ async def _consume_all(boot: str, topic: str, keep=None) -> tuple[int, float, li
 
 
 def _publish(boot, records, **kw) -> dict:
-    from stream.publisher import publish
+    from stream.tools.publisher import publish
     return asyncio.run(publish(boot, records, **kw))
 
 
 # -- (0) in-process baseline -----------------------------------------------------------------
 def inprocess(bar_recs, fund_recs, sectors, scorer, top_k: int, profile: bool = False):
-    from stream.models import ModelSource
-    from stream.pipeline import PipelineConfig, ScoringPipeline
+    from stream.stages.models import ModelSource
+    from stream.stages.pipeline import PipelineConfig, ScoringPipeline
     p = ScoringPipeline(ModelSource(None, scorer=scorer), sectors=sectors,
                         config=PipelineConfig(grace_s=1e9, top_k=top_k))
     for i, (_, _, v) in enumerate(fund_recs):
@@ -192,7 +192,7 @@ class WorkerRun:
     def start(self, timeout_s=600) -> float:
         env = dict(os.environ, TECHNIC_TOPIC_PREFIX=self.prefix)
         t0 = time.perf_counter()
-        from stream.children import spawn
+        from stream.io.children import spawn
         self.proc = spawn(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
         _wait_http(f"http://127.0.0.1:{self.port}/health", timeout_s, self.proc)
         return time.perf_counter() - t0
@@ -200,7 +200,7 @@ class WorkerRun:
     def prime(self, timeout_s: float = 120.0) -> float:
         """Publish one malformed bar and wait until the worker dead-letters it: the Faust bars agent
         is then assigned and consuming (the web server answers seconds before the group join ends)."""
-        from stream.topics_config import topic_name
+        from stream.io.topics_config import topic_name
         t0 = time.perf_counter()
         _publish(self.boot, [(topic_name("bars"), b"PRIMER", b"not json: bench primer")])
         deadline = t0 + timeout_s
@@ -244,7 +244,7 @@ class WorkerRun:
 
 
 def _prepare_topics(boot, prefix, fund_recs_fn):
-    from stream.topics_config import create_topics, topic_specs
+    from stream.io.topics_config import create_topics, topic_specs
     _use_prefix(prefix)
     create_topics(boot, topic_specs())
     recs = list(fund_recs_fn())
@@ -338,7 +338,7 @@ def summarize_py_spy(path: Path, top: int = 25) -> str:
 
 def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k, grace,
             rate, timeout_s) -> tuple[dict, dict]:
-    from stream.topics_config import topic_name
+    from stream.io.topics_config import topic_name
     _prepare_topics(boot, prefix, fund_recs_fn)
     bars = list(bar_recs_fn())
     for attempt in range(3):  # Faust's conductor sometimes crashes at start (subscribe with no topics)
@@ -414,8 +414,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
 
-    from stream.broker import EmbeddedBroker
-    from stream.publisher import bar_records, fundamental_records
+    from stream.io.broker import EmbeddedBroker
+    from stream.tools.publisher import bar_records, fundamental_records
     from technic.commands.features import load_inputs
     from technic.data import sector_map
     from technic.models.scoring import load_scorer
@@ -471,7 +471,7 @@ def main(argv=None) -> dict:
     try:
         # (a) raw produce/consume
         prefix = "bench.raw."
-        from stream.topics_config import create_topics, topic_name, topic_specs
+        from stream.io.topics_config import create_topics, topic_name, topic_specs
         _use_prefix(prefix)
         create_topics(boot, topic_specs())
         recs = list(bar_records(replay))

@@ -27,10 +27,10 @@ BrokerDirOpt = typer.Option(BROKER_DIR, "--broker-dir", help="data dir of the em
 
 
 def _bootstrap(bootstrap: str | None, broker_dir: Path):
-    from .broker import ensure_broker
-    from .topics_config import topic_specs
+    from stream.io.broker import ensure_broker
+    from stream.io.topics_config import topic_specs
     boot, broker = ensure_broker(broker_dir, flag=bootstrap)
-    from .topics_config import create_topics
+    from stream.io.topics_config import create_topics
     create_topics(boot, topic_specs())
     return boot, broker
 
@@ -45,8 +45,14 @@ def broker_cmd(broker_dir: Path = BrokerDirOpt,
                port: Optional[int] = typer.Option(None, min=1, max=65535, help="port (default: free)"),
                partitions: Optional[int] = typer.Option(None, min=1, help="partitions of symbol-keyed topics")):
     """Run the embedded Kafka-protocol broker (noida-db) in the foreground; creates the topics."""
-    from .broker import run_broker
+    from stream.io.broker import run_broker
     raise SystemExit(run_broker(broker_dir, port=port, partitions=partitions))
+
+
+class Role(str, enum.Enum):
+    all = "all"
+    symbol = "symbol"
+    scoring = "scoring"
 
 
 @app.command("worker")
@@ -72,13 +78,21 @@ def worker_cmd(
     online_learning: bool = typer.Option(False, "--online-learning/--no-online-learning",
                                          help="River online correction of the scores (off: it did not help "
                                               "out of sample, see technic online-eval)"),
+    role: Role = typer.Option(Role.all, help="all: the whole pipeline in one process (catch-up, then live); "
+                                             "symbol: the per-symbol stage of some partitions (checkpointed); "
+                                             "scoring: the universe-wide scoring stage over technic.features"),
+    member: Optional[str] = typer.Option(None, help="--role symbol: static assignment i/N (partitions p % N == i)"),
+    partitions: Optional[str] = typer.Option(None, help="--role symbol: static assignment, e.g. 0,3"),
+    checkpoint: float = typer.Option(5.0, min=0.05, help="--role symbol: seconds between state snapshots"),
+    stall: float = typer.Option(60.0, help="--role scoring: seconds without progress after which a timestamp "
+                                           "is scored without the partitions that did not report"),
 ):
-    """Run the scoring worker: catch up from the input topics, then consume live."""
-    from .app import WorkerSettings
-    from .logs import setup_logging
-    from .pipeline import PipelineConfig
-    from .worker import run_worker
-    from technic.online.layer import OnlineConfig
+    """Run a worker: the whole pipeline (default), or one stage of the split mode (--role)."""
+    from stream.service.app import WorkerSettings
+    from stream.service.logs import setup_logging
+    from stream.stages.pipeline import PipelineConfig
+    from stream.service.worker import run_worker
+    from stream.online.layer import OnlineConfig
     setup_logging(log_json)
     # every input is checked before a broker starts: a typo must not leave anything running
     root, sectors = _registry(registry), _sectors(securities)
@@ -89,7 +103,25 @@ def worker_cmd(
     settings = WorkerSettings(bootstrap=boot, app_id=app_id, web_port=web_port, web_bind=web_bind,
                               datadir=str(datadir), ingest=Ingest(ingest).value)
     try:
-        run_worker(settings, registry_root=root, sectors=sectors, pipeline_config=config, online=online)
+        if role == Role.symbol:
+            import asyncio
+            from stream.service.assignment import parse_member, parse_partitions
+            from stream.service.symbol_worker import serve_symbol_worker
+            from stream.stages.symbol import SymbolConfig
+            asyncio.run(serve_symbol_worker(
+                settings, sectors=sectors, config=SymbolConfig(universe=config.universe),
+                member=parse_member(member) if member else None,
+                partitions=parse_partitions(partitions) if partitions else None, checkpoint_s=checkpoint))
+        elif role == Role.scoring:
+            import asyncio
+            from stream.service.scoring_worker import serve_scoring_worker
+            from stream.stages.models import ModelSource
+            from stream.stages.scoring import ScoringConfig, ScoringStage
+            stage = ScoringStage(ModelSource(root, None), sectors=sectors,
+                                 config=ScoringConfig(grace_s=grace, stall_s=stall, top_k=top_k))
+            asyncio.run(serve_scoring_worker(settings, stage))
+        else:
+            run_worker(settings, registry_root=root, sectors=sectors, pipeline_config=config, online=online)
     finally:
         if broker is not None:
             broker.stop()
@@ -107,7 +139,7 @@ def publish_cmd(
     """Replay a bars file (and fundamentals/alt) onto the input topics in event-time order."""
     from technic.commands.features import load_inputs
     from technic.commands.progress import progress_bar
-    from .publisher import alt_records, bar_records, fundamental_records, publish
+    from stream.tools.publisher import alt_records, bar_records, fundamental_records, publish
     b, f, _, a = load_inputs(bars, fundamentals, None, alt, symbols)
     if days:
         keep = sorted(b["date"].unique())[:days]
@@ -136,7 +168,7 @@ def tail_cmd(topic: str = typer.Argument(..., help="topic kind (bars, fundamenta
              timeout: Optional[float] = typer.Option(None, help="stop after N seconds without records"),
              bootstrap: Optional[str] = BootstrapOpt, broker_dir: Path = BrokerDirOpt):
     """Print records of a topic as they arrive (pretty, or --json)."""
-    from .tail import tail
+    from stream.tools.tail import tail
     boot, broker = _bootstrap(bootstrap, broker_dir)
     try:
         asyncio.run(tail(boot, topic, as_json=as_json, from_beginning=from_beginning, limit=limit, idle_s=timeout))
@@ -154,10 +186,22 @@ def parity_cmd(days: int = typer.Option(60, min=1, help="trading days to replay"
                data: Optional[Path] = typer.Option(None, help="data directory (default: shipped dev data)"),
                registry: Optional[Path] = typer.Option(None, help="registry with a promoted model "
                                                        "(default: a quick model trained in a temp registry)"),
-               bootstrap: Optional[str] = BootstrapOpt):
-    """Replay N days x M symbols through the real broker and worker; compare every score with batch."""
-    from .parity import run_stream_parity
-    rep = run_stream_parity(days=days, symbols=symbols, data=data, registry=registry, bootstrap=bootstrap)
+               bootstrap: Optional[str] = BootstrapOpt,
+               symbol_workers: int = typer.Option(0, help="0: one worker process (one-process mode); N: the split "
+                                                          "mode, N per-symbol worker processes + 1 scoring worker"),
+               partitions: int = typer.Option(6, min=1, help="split mode: partitions of the input topics"),
+               chaos: Optional[str] = typer.Option(None, help="split mode: 'kill' SIGKILLs per-symbol worker 0 "
+                                                              "mid-replay and restarts it"),
+               rate: Optional[float] = typer.Option(None, min=1.0, help="publish at most this many bars/s "
+                                                    "(default: as fast as possible; 1500 with --chaos)")):
+    """Replay N days x M symbols through the real broker and worker(s); compare every score with batch."""
+    from stream.tools.parity import run_stream_parity
+    if chaos not in (None, "kill"):
+        raise typer.BadParameter(f"--chaos {chaos!r}: expected 'kill'")
+    if chaos and not symbol_workers:
+        raise typer.BadParameter("--chaos needs the split mode (--symbol-workers N)")
+    rep = run_stream_parity(days=days, symbols=symbols, data=data, registry=registry, bootstrap=bootstrap,
+                            symbol_workers=symbol_workers, partitions=partitions, chaos=chaos, rate=rate)
     print(json.dumps(rep, indent=None if as_json else 1))
     if rep["n_missing"] or rep["n_conflicting"] or rep["max_abs_diff"] > 1e-6:
         raise SystemExit(1)
@@ -166,7 +210,7 @@ def parity_cmd(days: int = typer.Option(60, min=1, help="trading days to replay"
 def _date(value: str | None, option: str = "--score-from") -> str | None:
     if value is None:
         return None
-    from .codecs import parse_ts
+    from stream.io.codecs import parse_ts
     try:
         parse_ts(value)
     except ValueError:
@@ -222,10 +266,10 @@ def main(argv: list[str] | None = None) -> None:
     from aiokafka.errors import KafkaConnectionError
 
     from technic.commands.runner import run_app  # one-line errors, non-negative numbers, SIGTERM/SIGHUP
-    from .logs import setup_logging
+    from stream.service.logs import setup_logging
     setup_logging(as_json=False)
     # short-lived commands (tail, publish, broker, parity) report an unreachable cluster as one error
-    # line; the worker logs aiokafka's own errors again, rate-limited (stream.logs)
+    # line; the worker logs aiokafka's own errors again, rate-limited (stream.service.logs)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     run_app(app, argv, prog_name="technic-stream",
             environment_errors={KafkaConnectionError: "cannot reach the Kafka cluster (--bootstrap / "

@@ -86,35 +86,19 @@ def data_quality(bars: Optional[Path] = typer.Option(None, help="bars file"),
     cmd.quality(bars, as_json, fundamentals, splits, price_basis)
 
 
-# ---------------------------------------------------------------------------
-# demo
-# ---------------------------------------------------------------------------
-@app.command("demo")
-def demo(
-    days: int = typer.Option(250, help="replay N trading days after the model's training period (0 = all of "
-                                       "them; the embedded broker keeps everything in RAM and rewrites it every "
-                                       "second, so full replays are slow)"),
-    symbols: Optional[int] = typer.Option(None, min=1, help="limit to the first N symbols"),
-    data: Optional[Path] = typer.Option(None, help="data directory (default: shipped dev data)"),
-    workdir: Path = typer.Option(Path(".technic"), help="working directory (registry, broker data)"),
-    batch_only: bool = typer.Option(False, "--batch-only", help="skip the stream; print the batch feature/label summary"),
-    rate: Optional[float] = typer.Option(None, min=1.0, help="publish at most this many bars per second "
-                                         "(default: as fast as the broker takes them)"),
-):
-    """The main job: train if needed, start the embedded broker and the worker, replay, show live scores."""
-    from .commands import demo as cmd
-    cmd.run(days=days or None, symbols=symbols, data=data or default_data_dir(), workdir=workdir, batch_only=batch_only,
-            rate=rate)
-
-
 def _register_optional() -> None:
-    """Sub-commands that live in their own modules (research, registry, online, retrain, hpo)."""
+    """Sub-commands that live in their own modules (research, retrain, hpo, variants) or packages."""
     import importlib
     import importlib.util
-    for name in ("research", "online", "retrain", "hpo", "variants"):
+    from importlib.metadata import entry_points
+    for name in ("research", "retrain", "hpo", "variants"):
         mod = f"technic.commands.{name}"
         if importlib.util.find_spec(mod) is not None:  # import errors inside a module are real errors
             importlib.import_module(mod).register(app)
+    # commands contributed by other installed packages (the stream's `demo` and `online-eval`):
+    # technic/ never imports stream/, the stream package registers itself (pyproject entry point)
+    for ep in sorted(entry_points(group="technic.commands"), key=lambda e: e.name):
+        ep.load()(app)
 
 
 _register_optional()

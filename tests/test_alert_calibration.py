@@ -10,7 +10,7 @@ through the ScoringPipeline with the drift layer (``OnlineLayer``, default confi
 Neither may raise a critical alert or a ``retrain_requested``, and PSI is at most one alert per
 window. The same check on two more training periods (2015-02..2017-02 with 100 symbols and
 2013-11..2015-11 with 200 symbols, in-sample and the 250 days after) gave no critical alert either;
-the numbers behind the defaults are in ``technic.online.layer`` and docs/operations.md.
+the numbers behind the defaults are in ``stream.online.layer`` and docs/operations.md.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def demo_model(tmp_path_factory):
 
 
 def _replay(demo_model, start, end):
-    from technic.online.evaluate import replay
-    from technic.online.layer import OnlineConfig, OnlineLayer, registry_reference_loader
+    from stream.online.evaluate import replay
+    from stream.online.layer import OnlineConfig, OnlineLayer, registry_reference_loader
     bars, fund, secs, dates, reg, scorer = demo_model
     layer = OnlineLayer(OnlineConfig(), reference_loader=registry_reference_loader(reg))
     b = bars[(bars["date"] >= dates[start]) & (bars["date"] <= dates[end])]

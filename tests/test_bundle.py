@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from stream.models import ModelSource  # noqa: E402
-from stream.pipeline import PipelineConfig, ScoringPipeline  # noqa: E402
-from stream.publisher import bar_records  # noqa: E402
+from stream.stages.models import ModelSource  # noqa: E402
+from stream.stages.pipeline import PipelineConfig, ScoringPipeline  # noqa: E402
+from stream.tools.publisher import bar_records  # noqa: E402
 from technic.data import clean_bars, load_bars, load_securities, sector_map  # noqa: E402
 from technic.features.batch import compute_features, sector_codes  # noqa: E402
 from technic.models.preprocess import cross_sectional_transform  # noqa: E402

@@ -171,7 +171,7 @@ def test_tail_of_an_unknown_topic(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["tail", "scores"], ["publish", "--bars", str(FIX / "bars_small.csv")],
                                   ["worker", "--registry", str(FIX)]])
 def test_unreachable_cluster(argv, capsys):
-    from stream.broker import free_port
+    from stream.io.broker import free_port
     code, err = _run("technic-stream", argv + ["--bootstrap", f"127.0.0.1:{free_port()}"], capsys)
     _assert_one_line(code, err, "cannot reach the Kafka cluster", " ".join(argv))
 

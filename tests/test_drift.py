@@ -8,7 +8,7 @@ import pytest
 from river import drift
 from scipy.stats import spearmanr
 
-from technic.online.drift import (AdwinDetector, DeadLetterRate, PageHinkleyDetector, PSIMonitor, RollingIC,
+from stream.online.drift import (AdwinDetector, DeadLetterRate, PageHinkleyDetector, PSIMonitor, RollingIC,
                                   psi, reference_bins, spearman)
 from technic.training import reference_distributions
 

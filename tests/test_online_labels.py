@@ -9,7 +9,7 @@ import pytest
 
 from technic.data import clean_bars, load_bars
 from technic.labels import make_labels
-from technic.online.labels import DelayedLabelBuffer
+from stream.online.labels import DelayedLabelBuffer
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 

@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.codecs import validate
+from stream.io.codecs import validate
 from technic.features import registry as R
-from technic.online import OnlineConfig, OnlineLayer
+from stream.online import OnlineConfig, OnlineLayer
 from technic.training import reference_distributions
 
 FEATS = ["mom_21", "vol_20"]
@@ -200,9 +200,9 @@ def test_deadletter_rate_alert_and_disabled_layer():
 
 
 def test_layer_inside_scoring_pipeline():
-    from stream.models import ModelSource
-    from stream.pipeline import PipelineConfig, ScoringPipeline
-    from stream.publisher import bar_records
+    from stream.stages.models import ModelSource
+    from stream.stages.pipeline import PipelineConfig, ScoringPipeline
+    from stream.tools.publisher import bar_records
     from technic.data import clean_bars, load_bars
     from tests.stream.test_pipeline import FIX, LinearScorer
     bars, _ = clean_bars(load_bars(FIX / "bars_400d.csv.gz"))

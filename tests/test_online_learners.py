@@ -5,7 +5,7 @@ import json
 import numpy as np
 from river import linear_model, optim, preprocessing
 
-from technic.online.learners import OnlineLearner
+from stream.online.learners import OnlineLearner
 
 
 def _data(n=600, seed=0):

@@ -65,12 +65,12 @@ def missing_metrics(text: str, exprs=None) -> list[str]:
 @pytest.fixture(scope="module")
 def scrape():
     """/metrics of an in-process worker pipeline that saw bars, bad records and drift alerts."""
-    from stream.metrics import render
-    from stream.models import ModelSource
-    from stream.pipeline import PipelineConfig, ScoringPipeline
-    from stream.publisher import bar_records
-    from stream.topics_config import topic_name
-    from stream.worker import Router
+    from stream.service.metrics import render
+    from stream.stages.models import ModelSource
+    from stream.stages.pipeline import PipelineConfig, ScoringPipeline
+    from stream.tools.publisher import bar_records
+    from stream.io.topics_config import topic_name
+    from stream.service.router import Router
     from technic.data import clean_bars, load_bars, load_securities, sector_map
     from tests.stream.test_pipeline import FIX, LinearScorer
 
@@ -129,7 +129,7 @@ def test_every_metric_and_label_the_kit_names_is_exported(scrape):
 
 
 def test_label_values_the_kit_filters_on_exist():
-    from stream.codecs import REASON_CODES
+    from stream.io.codecs import REASON_CODES
     types = set(json.loads((ROOT / "schemas" / "alert.json").read_text())["properties"]["type"]["enum"])
     for expr in rule_exprs() + dashboard_exprs():
         for name, matchers in _MATCHER.findall(expr):

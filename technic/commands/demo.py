@@ -2,7 +2,7 @@
 
 It starts the embedded broker, trains a quick model if the registry is empty,
 runs the worker, replays the shipped data and shows live scores
-(``stream.demo``). ``--batch-only`` runs the batch research path instead and
+(``stream.tools.demo``). ``--batch-only`` runs the batch research path instead and
 prints a feature/label summary.
 """
 
@@ -12,16 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-
-def run(*, days, symbols, data: Path, workdir: Path, batch_only: bool, rate: float | None = None) -> None:
-    from ..paths import require_dev_files
-    require_dev_files(data)
-    if batch_only:
-        batch_summary(days=days, symbols=symbols or 50, data=data)
-        return
-    from stream.demo import run_demo
-    run_demo(days=days, symbols=symbols, data=data, workdir=workdir, rate=rate)
 
 
 def batch_summary(*, days, symbols: int, data: Path) -> None:

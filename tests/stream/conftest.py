@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from stream.broker import EmbeddedBroker, resolve_bootstrap
+from stream.io.broker import EmbeddedBroker, resolve_bootstrap
 
 
 class _External:
@@ -21,7 +21,7 @@ class _External:
         self.bootstrap = bootstrap
 
     def create_topics(self, specs):
-        from stream.broker import create_topics
+        from stream.io.broker import create_topics
         return create_topics(self.bootstrap, specs)
 
 

@@ -1,4 +1,4 @@
-"""Strict input (stream.admission, stream.redelivery): wrong keys, conflicting and late redeliveries.
+"""Strict input (stream.stages.admission, stream.stages.redelivery): wrong keys, conflicting and late redeliveries.
 
 Every check is driven through the Router with the Kafka key, as the worker consumes, and every
 rejected record must leave the scores of a clean run untouched.
@@ -8,14 +8,14 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.codecs import validate
-from stream.metrics import render
-from stream.models import ModelSource
-from stream.pipeline import PipelineConfig, ScoringPipeline
-from stream.publisher import bar_records, fundamental_records
-from stream.redelivery import CONFLICT, EXACT, NEVER_APPLIED, UNVERIFIED, SeqDigests
-from stream.topics_config import topic_name
-from stream.worker import Router
+from stream.io.codecs import validate
+from stream.service.metrics import render
+from stream.stages.models import ModelSource
+from stream.stages.pipeline import PipelineConfig, ScoringPipeline
+from stream.tools.publisher import bar_records, fundamental_records
+from stream.stages.redelivery import CONFLICT, EXACT, NEVER_APPLIED, UNVERIFIED, SeqDigests
+from stream.io.topics_config import topic_name
+from stream.service.router import Router
 
 from .test_pipeline import LinearScorer, data  # noqa: F401 (fixture)
 

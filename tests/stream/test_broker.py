@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from stream.broker import (EmbeddedBroker, BrokerError, ensure_broker, resolve_bootstrap)
-from stream.topics_config import TopicCreationError, TopicSpec, topic_specs
+from stream.io.broker import (EmbeddedBroker, BrokerError, ensure_broker, resolve_bootstrap)
+from stream.io.topics_config import TopicCreationError, TopicSpec, topic_specs
 
 pytestmark = pytest.mark.broker
 N = 1000

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stream.demo_window import replay_window, training_dates
+from stream.tools.demo_window import replay_window, training_dates
 from technic.errors import TechnicError
 
 DATES = np.arange(np.datetime64("2014-01-01"), np.datetime64("2014-01-01") + 1200).astype("datetime64[ns]")

@@ -1,7 +1,7 @@
 """Any Kafka client can feed the scorer and read its scores: librdkafka (confluent-kafka) end to end.
 
 Bars and fundamentals are produced with ``confluent_kafka.Producer`` (payloads written by hand with
-``json.dumps``, keyed by symbol, per-symbol ``seq`` counted by the test: nothing of ``stream.publisher``),
+``json.dumps``, keyed by symbol, per-symbol ``seq`` counted by the test: nothing of ``stream.tools.publisher``),
 a real worker process scores them, and the scores are read back with ``confluent_kafka.Consumer``.
 Every score must equal the batch path (``score_panel`` on ``compute_features``) as in the stream
 parity tests. This is the README's "Publishing and consuming with any Kafka client" recipe.
@@ -55,7 +55,7 @@ def _consume_all(bootstrap: str, topic: str, n: int, timeout_s: float = 120) -> 
 
 def test_confluent_kafka_producer_and_consumer_against_the_worker(broker, data, tmp_path, monkeypatch):  # noqa: F811
     from bench.soak import WorkerProc
-    from stream.topics_config import create_topics, topic_name, topic_specs
+    from stream.io.topics_config import create_topics, topic_name, topic_specs
 
     bars, fund, secs = data
     keep = sorted(bars["date"].unique())[:N_DAYS]

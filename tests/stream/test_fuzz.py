@@ -45,10 +45,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from stream.codecs import validate
-from stream.models import ModelSource
-from stream.pipeline import PipelineConfig, ScoringPipeline
-from stream.publisher import bar_records, fundamental_records
+from stream.io.codecs import validate
+from stream.stages.models import ModelSource
+from stream.stages.pipeline import PipelineConfig, ScoringPipeline
+from stream.tools.publisher import bar_records, fundamental_records
 from technic.errors import RegistryError
 
 from .test_pipeline import FIX, LinearScorer, data  # noqa: F401 (fixture)
@@ -356,10 +356,10 @@ def test_unknown_symbol_is_dead_lettered_when_a_universe_is_configured(stream_da
 def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  # noqa: F811
     """A few thousand records (720 good bars + 2,000 bad ones) through the real broker and worker."""
     from bench.soak import WorkerProc
-    from stream.publisher import publish
-    from stream.tail import tail
-    from stream.topics_config import create_topics, topic_name, topic_specs
-    from stream.worker import _read_all
+    from stream.tools.publisher import publish
+    from stream.tools.tail import tail
+    from stream.io.topics_config import create_topics, topic_name, topic_specs
+    from stream.service.catchup import _read_all
 
     ctx = prepare(data, N_DAYS_BROKER)
     prefix = f"fz{time.time_ns() % 10**9}."

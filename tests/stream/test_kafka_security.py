@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.kafka import client_kwargs, faust_credentials, new_consumer, new_producer
+from stream.io.kafka import client_kwargs, faust_credentials, new_consumer, new_producer
 from technic.errors import TechnicError
 
 CA = Path(__file__).resolve().parents[1] / "fixtures" / "test-ca.pem"   # a throw-away CA certificate (no key)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from stream.logs import LOG_INTERVAL_S, RateLimitFilter, setup_logging
+from stream.service.logs import LOG_INTERVAL_S, RateLimitFilter, setup_logging
 
 
 def _record(name, msg, args=(), level=logging.ERROR):
@@ -55,9 +55,9 @@ def test_broker_outage_is_not_a_wall_of_errors(tmp_path):
     logging system; through the worker's filter, each distinct message passes once per interval."""
     from aiokafka.errors import KafkaError
 
-    from stream.broker import EmbeddedBroker
-    from stream.kafka import new_consumer
-    from stream.topics_config import topic_specs
+    from stream.io.broker import EmbeddedBroker
+    from stream.io.kafka import new_consumer
+    from stream.io.topics_config import topic_specs
 
     seen: list[logging.LogRecord] = []
 

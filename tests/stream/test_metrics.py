@@ -4,12 +4,12 @@ value equals the pipeline's / router's own counters."""
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.metrics import LATENCY_BUCKETS, WorkerMetrics, readiness, render
-from stream.models import ModelSource
-from stream.pipeline import PipelineConfig, ScoringPipeline
-from stream.publisher import bar_records
-from stream.topics_config import topic_name
-from stream.worker import Router
+from stream.service.metrics import LATENCY_BUCKETS, WorkerMetrics, readiness, render
+from stream.stages.models import ModelSource
+from stream.stages.pipeline import PipelineConfig, ScoringPipeline
+from stream.tools.publisher import bar_records
+from stream.io.topics_config import topic_name
+from stream.service.router import Router
 
 from .test_pipeline import LinearScorer, data  # noqa: F401 (fixture)
 
@@ -69,7 +69,7 @@ def test_metrics_equal_pipeline_counters(data):  # noqa: F811
 
 
 def test_latency_histogram_counts_every_score():
-    from stream.latency import LatencyHistogram
+    from stream.stages.latency import LatencyHistogram
     h = LatencyHistogram()
     h.observe([0.001, 0.02, 0.02, 7.0, float("nan")])
     h.observe([])

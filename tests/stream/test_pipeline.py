@@ -13,10 +13,10 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.codecs import validate
-from stream.models import ModelSource
-from stream.pipeline import PipelineConfig, ScoringPipeline
-from stream.publisher import bar_records, fundamental_records
+from stream.io.codecs import validate
+from stream.stages.models import ModelSource
+from stream.stages.pipeline import PipelineConfig, ScoringPipeline
+from stream.tools.publisher import bar_records, fundamental_records
 from technic.data import clean_bars, load_bars, load_fundamentals, load_securities, sector_map
 from technic.features.batch import compute_features
 from technic.models.config import EnsembleConfig
@@ -209,6 +209,6 @@ def test_feature_history_matches_each_symbols_past_normalized_rows(data):
                        config=PipelineConfig(grace_s=1e9, history_always=True, history_len=4))[0]
     g = small.history(names, cols, 10)            # a longer window than kept: the ring grows, rows survive
     np.testing.assert_array_equal(g[:, -4:], h[:, -4:])
-    assert np.isnan(g[:, :-4]).all() and small.hist.shape[1] == 10
+    assert np.isnan(g[:, :-4]).all() and small.ring.length == 10
     plain = run_stream(list(bar_records(first)), fund, secs)[0]   # tree-only model: no history kept
     assert np.isnan(plain.history(names, cols, 3)).all()

@@ -42,10 +42,10 @@ import orjson
 import pytest
 
 from bench.soak import WorkerProc
-from stream.broker import EmbeddedBroker, resolve_bootstrap
-from stream.publisher import bar_records, fundamental_records, publish
-from stream.tail import tail
-from stream.topics_config import create_topics, topic_specs
+from stream.io.broker import EmbeddedBroker, resolve_bootstrap
+from stream.tools.publisher import bar_records, fundamental_records, publish
+from stream.tools.tail import tail
+from stream.io.topics_config import create_topics, topic_specs
 
 from .test_fuzz import score_view
 from .test_pipeline import FIX, data, run_stream  # noqa: F401 (fixture)

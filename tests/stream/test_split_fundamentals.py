@@ -14,9 +14,9 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.models import ModelSource
-from stream.pipeline import PipelineConfig, ScoringPipeline
-from stream.publisher import bar_records, fundamental_records
+from stream.stages.models import ModelSource
+from stream.stages.pipeline import PipelineConfig, ScoringPipeline
+from stream.tools.publisher import bar_records, fundamental_records
 from technic.data import clean_bars, load_bars, load_fundamentals
 from technic.features.batch import compute_features
 

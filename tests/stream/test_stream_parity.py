@@ -12,7 +12,7 @@ from technic.errors import TechnicError
 
 @pytest.mark.broker
 def test_stream_parity_60_days_100_symbols(broker, tmp_path):
-    from stream.parity import run_stream_parity
+    from stream.tools.parity import run_stream_parity
     from technic.paths import data_dir
     try:
         data_dir()

@@ -1,0 +1,1 @@
+"""Broker I/O: embedded broker, clients, codecs + schemas at the edge, topics, output sender."""

@@ -1,0 +1,1 @@
+"""Worker wiring: roles, ingest loops, timers, health/ready/metrics, Faust adapter."""

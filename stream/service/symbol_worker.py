@@ -1,0 +1,202 @@
+"""`technic-stream worker --role symbol`: the per-symbol stage over its input partitions.
+
+1. **Restore.** Reads the snapshot topic, loads the latest snapshot of each owned partition
+   (``stream.stages.checkpoint``) and takes the input offsets it reflects (0 without one).
+2. **Side inputs first.** Reads the owned partitions of fundamentals and alt from those offsets
+   to their current end (Kafka has no order across topics; reference data must not race the
+   bars it applies to), then
+3. **Live.** Consumes bars, fundamentals and alt of the owned partitions from the snapshot's
+   offsets (side topics before bars within a fetched batch), emits feature rows and
+   watermarks, a heartbeat watermark every 0.25 s (``caught_up`` once at the end of its input),
+   and a snapshot of every owned partition every ``checkpoint_s`` seconds with progress, always
+   *after* the rows it covers were acknowledged. SIGTERM writes a last snapshot.
+
+Rows re-emitted after a restart (the bars between the snapshot and the crash) are identical
+and the scoring stage drops or overwrites them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from aiokafka import TopicPartition
+
+from stream.io.kafka import new_consumer
+from stream.io.output import OutputSender
+from stream.io.topics_config import topic_name
+from stream.service.assignment import assigned
+from stream.service.web import serve_health
+from stream.stages.checkpoint import SIDE_KINDS, decode_snapshot, restore, snapshot
+from stream.stages.symbol import SymbolStage
+
+log = logging.getLogger("technic.worker")
+SNAPSHOT_MAX_BYTES = 32 * 1024 * 1024
+
+
+async def latest_snapshots(bootstrap: str, partitions) -> dict[int, dict]:
+    """The last snapshot per owned partition on the snapshot topic."""
+    name = topic_name("snapshots")
+    c = new_consumer(bootstrap, auto_offset_reset="earliest", max_partition_fetch_bytes=SNAPSHOT_MAX_BYTES,
+                     fetch_max_bytes=SNAPSHOT_MAX_BYTES)
+    await c.start()
+    out: dict[int, dict] = {}
+    try:
+        if name not in await c.topics():
+            return out
+        tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [])]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        while todo:
+            batch = await c.getmany(*todo, timeout_ms=1000)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    v = decode_snapshot(m.value) if m.offset < ends[tp] else None
+                    if v is not None and int(v["partition"]) in partitions:
+                        out[int(v["partition"])] = v
+            for tp in list(todo):
+                if await c.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await c.stop()
+    return out
+
+
+class SymbolWorker:
+    def __init__(self, settings, sectors=None, config=None, member=None, partitions=None, checkpoint_s: float = 5.0):
+        self.settings = settings
+        self.sectors, self.config = sectors, config
+        self.member, self.requested = member, partitions
+        self.checkpoint_s = checkpoint_s
+        self.stage: SymbolStage | None = None
+        self.mine: list[int] = []
+        self.pos: dict[tuple[str, int], int] = {}     # (kind, partition) -> next offset to read
+        self.restore_s = None
+        self.restored_from: dict[int, dict] = {}
+        self.snapshots_written = 0
+        self.caught_up = False
+        self.stop = asyncio.Event()
+
+    def status(self) -> dict:
+        s = self.stage.status() if self.stage else {}
+        return {"role": "symbol", "partitions": self.mine, "restore_s": self.restore_s,
+                "restored_from": self.restored_from, "snapshots_written": self.snapshots_written,
+                "caught_up": self.caught_up, **s}
+
+    async def run(self) -> None:
+        boot = self.settings.bootstrap
+        c = new_consumer(boot, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024,
+                         auto_offset_reset="earliest")
+        await c.start()
+        send = OutputSender(boot, max_request_size=SNAPSHOT_MAX_BYTES)
+        runner = None
+        try:
+            await c.topics()
+            n = len(c.partitions_for_topic(topic_name("bars")) or [0])
+            self.mine = assigned(n, self.member, self.requested)
+            self.stage = SymbolStage(self.sectors, self.config, n_partitions=n)
+            t0 = time.perf_counter()
+            snaps = await latest_snapshots(boot, set(self.mine))
+            for p in self.mine:
+                offs = restore(self.stage, snaps[p]) if p in snaps else {k: 0 for k in SIDE_KINDS}
+                for k in SIDE_KINDS:
+                    self.pos[(k, p)] = offs[k]
+                if p in snaps:
+                    self.restored_from[p] = snaps[p]["offsets"]
+            self.restore_s = round(time.perf_counter() - t0, 3)
+            runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
+            log.info("symbol worker: partitions %s of %d, restored %d snapshot(s) in %.3f s", self.mine, n,
+                     len(snaps), self.restore_s)
+            await self._side_inputs(c, send)
+            await self._live(c, send)
+        finally:
+            await c.stop()
+            await send.close()
+            if runner is not None:
+                await runner.cleanup()
+
+    async def _handle(self, msgs_by_tp, send) -> bool:
+        order = {topic_name(k): i for i, k in enumerate(("fundamentals", "alt", "bars"))}
+        kinds = {topic_name(k): k for k in SIDE_KINDS}
+        outs = []
+        now = time.time()
+        touched = set()
+        for tp in sorted(msgs_by_tp, key=lambda tp: (order[tp.topic], tp.partition)):
+            kind = kinds[tp.topic]
+            for m in msgs_by_tp[tp]:
+                if m.offset < self.pos[(kind, tp.partition)]:
+                    continue
+                self.pos[(kind, tp.partition)] = m.offset + 1
+                if kind == "bars":
+                    outs += self.stage.on_bar(m.value, tp.topic, tp.partition, m.offset, now, key=m.key)
+                    touched.add(tp.partition)
+                elif kind == "fundamentals":
+                    outs += self.stage.on_fundamental(m.value, tp.topic, tp.partition, m.offset, key=m.key)
+                else:
+                    outs += self.stage.on_alt(m.value, tp.topic, tp.partition, m.offset, key=m.key)
+        if touched:
+            outs += self.stage.watermarks(touched, caught_up=False)
+        await send(outs)
+        return bool(outs)
+
+    async def _side_inputs(self, c, send) -> None:
+        tps = [TopicPartition(topic_name(k), p) for k in ("fundamentals", "alt") for p in self.mine]
+        c.assign(tps)
+        for tp in tps:
+            c.seek(tp, self.pos[(tp.topic.rsplit(".", 1)[-1], tp.partition)])
+        ends = await c.end_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > self.pos[(tp.topic.rsplit(".", 1)[-1], tp.partition)]}
+        while todo:
+            batch = await c.getmany(*todo, timeout_ms=1000, max_records=20000)
+            await self._handle({tp: [m for m in msgs if m.offset < ends[tp]] for tp, msgs in batch.items()}, send)
+            for tp in list(todo):
+                if await c.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+
+    async def _live(self, c, send) -> None:
+        tps = [TopicPartition(topic_name(k), p) for k in SIDE_KINDS for p in self.mine]
+        c.assign(tps)
+        for tp in tps:
+            c.seek(tp, self.pos[(tp.topic.rsplit(".", 1)[-1], tp.partition)])
+        last_beat = last_snap = time.monotonic()
+        snap_pos = dict(self.pos)
+        idle = 0.005
+        while not self.stop.is_set():
+            batch = await c.getmany(timeout_ms=5, max_records=self.settings.batch_max)
+            if batch:
+                idle = 0.005
+                await self._handle(batch, send)
+            now = time.monotonic()
+            if now - last_beat >= 0.25 or not batch:
+                hw = [(tp, c.highwater(tp)) for tp in tps]
+                self.caught_up = all(h is not None and self.pos[(tp.topic.rsplit(".", 1)[-1], tp.partition)] >= h
+                                     for tp, h in hw)
+                if now - last_beat >= 0.25:
+                    await send(self.stage.watermarks(self.mine, caught_up=self.caught_up))
+                    last_beat = now
+            if now - last_snap >= self.checkpoint_s and self.pos != snap_pos:
+                await self._checkpoint(send)
+                snap_pos, last_snap = dict(self.pos), now
+            if not batch:
+                await asyncio.sleep(idle)
+                idle = min(0.1, idle * 2)
+        if self.pos != snap_pos:
+            await self._checkpoint(send)
+
+    async def _checkpoint(self, send) -> None:
+        """Snapshot every owned partition (its rows were already acknowledged by the sends above)."""
+        await send([snapshot(self.stage, p, {k: self.pos[(k, p)] for k in SIDE_KINDS}) for p in self.mine])
+        self.snapshots_written += 1
+
+
+async def serve_symbol_worker(settings, **kw) -> None:
+    w = SymbolWorker(settings, **kw)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, w.stop.set)
+    await w.run()
+    log.info("symbol worker stopped: %s", w.status())

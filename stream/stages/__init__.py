@@ -1,0 +1,1 @@
+"""Processing stages: admission, per-symbol state, scoring, checkpoints (no Kafka clients)."""

@@ -1,0 +1,193 @@
+"""Scoring stage (split mode), keyed by timestamp: the whole universe of ``t`` in one call.
+
+Consumes ``technic.features`` (rows of the per-symbol stage, keyed by timestamp, and their
+partitions' watermarks; see ``stream.stages.symbol``). Rows of ``t`` are gathered per symbol
+(a redelivered row overwrites an identical one; a row for a timestamp already scored is a
+replay after a per-symbol worker restart and is dropped and counted). Timestamp ``t`` closes,
+oldest first, when
+
+1. **complete**: every input partition's watermark is past ``t`` (the number of partitions comes
+   with the watermarks, so the universe need not be known in advance); or
+2. **grace**: every partition has reported that it is caught up with its input and no row
+   arrived for ``grace_s`` seconds (the last timestamp of a replay, a quiet market); or
+3. **stall**: no row and no watermark progress for ``stall_s`` seconds although some partition
+   is not caught up (its worker is down for longer than a restart takes): the timestamp is
+   scored without it and a ``partition_stalled`` alert names the partitions.
+
+Closing runs the market program (per-symbol beta, correlation to the market: its state lives
+here, stepped with the market return of the complete universe of ``t``, in timestamp order,
+so it is exact), the cross-sectional transforms over the whole universe
+(``FeatureEngine.cross_section``, the batch path's functions), and ``score_timestamp``: one
+vectorized ``Scorer.predict`` with sector codes as groups, records keyed by symbol. A score is
+a pure function of (model version, bars up to t), so re-emissions are identical.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from technic.features import registry as R
+from technic.features.batch import sector_codes
+from technic.features.incremental import NAT, FeatureEngine
+
+from stream.io.codecs import deadletter_record
+from stream.io.output import Output
+from stream.io.timestamps import ts_ns, ts_string
+from stream.stages.alerts import AlertGate, make_alert
+from stream.stages.history import FeatureHistory
+from stream.stages.models import ModelSource
+from stream.stages.records import Stats, feature_columns, score_timestamp
+
+import orjson
+
+
+@dataclass
+class ScoringConfig:
+    grace_s: float = 2.0       # close the oldest timestamp this long after the last row, once all are caught up
+    stall_s: float = 60.0      # ... or this long after the last progress even if a partition is not
+    history_len: int = 32
+    top_k: int = 5
+    alert_cooldown: int = 20
+
+
+class ScoringStage:
+    def __init__(self, models: ModelSource, sectors: Mapping[str, str] | None = None,
+                 config: ScoringConfig | None = None, clock=time.time, extensions=()):
+        self.cfg = config or ScoringConfig()
+        self.models = models
+        self.extensions = list(extensions)
+        self.engine = FeatureEngine(sectors=sectors, capacity=512)   # only its market stage is used
+        self.clock = clock
+        self.n_ts = len(self.engine.ts_names)
+        self.pending: dict[int, dict[str, tuple]] = {}
+        self.wm: dict[int, int] = {}              # input partition -> watermark (ns)
+        self.caught_up: dict[int, bool] = {}
+        self.n_partitions = 0
+        self.last_closed = NAT
+        self.last_progress = clock()
+        self.stats = Stats()
+        self.late_rows = 0
+        self.gate = AlertGate(self.cfg.alert_cooldown)
+        self.ring = FeatureHistory(len(R.FEATURE_NAMES), self.cfg.history_len, self.engine.capacity)
+
+    # -- input ---------------------------------------------------------------------------
+    def on_record(self, raw: bytes, topic="features", partition=None, offset=None,
+                  received: float | None = None) -> list[Output]:
+        try:
+            v = orjson.loads(raw)
+            kind = v["type"]
+            if kind == "row":
+                return self._row(v, received)
+            if kind == "wm":
+                return self._watermark(v)
+            raise KeyError(f"type {kind!r}")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            self.stats.deadletter["schema"] += 1
+            return [Output("deadletter", str(topic).encode(),
+                           deadletter_record("schema", f"features record: {e}", topic, partition, offset, raw))]
+
+    def _row(self, v: dict, received) -> list[Output]:
+        t = ts_ns(v["ts"])
+        row = np.array([np.nan if x is None else x for x in v["row"]], dtype=np.float64)
+        if row.shape != (self.n_ts,):
+            raise ValueError(f"row of {len(row)} values, expected {self.n_ts} (another feature registry?)")
+        if t <= self.last_closed:
+            self.late_rows += 1   # a per-symbol worker replaying after a restart: already scored
+            return []
+        self.stats.bars_in += 1
+        close = np.nan if v.get("close") is None else float(v["close"])
+        recv = float(v.get("received") or self.clock()) if received is None else received
+        self.pending.setdefault(t, {})[v["symbol"]] = (row, close, recv)
+        self.last_progress = self.clock()
+        return []
+
+    def _watermark(self, v: dict) -> list[Output]:
+        p = int(v["partition"])
+        self.n_partitions = max(self.n_partitions, int(v["n_partitions"]))
+        w = NAT if v["wm"] is None else ts_ns(v["wm"])
+        if w > self.wm.get(p, NAT):
+            self.last_progress = self.clock()
+        self.wm[p] = max(self.wm.get(p, NAT), w)
+        self.caught_up[p] = bool(v["caught_up"])
+        return []
+
+    # -- closing -------------------------------------------------------------------------
+    def _floor(self) -> int:
+        if self.n_partitions == 0 or len(self.wm) < self.n_partitions:
+            return NAT
+        return min(self.wm.values())
+
+    def poll(self, now: float | None = None) -> list[Output]:
+        now = self.clock() if now is None else now
+        out: list[Output] = []
+        while self.pending:
+            t = min(self.pending)
+            if self._floor() > t:
+                out += self._close(t)
+                continue
+            quiet = now - self.last_progress
+            all_caught = self.n_partitions > 0 and all(self.caught_up.get(p, False) for p in range(self.n_partitions))
+            if all_caught and quiet >= self.cfg.grace_s:
+                out += self._close(t)
+            elif quiet >= self.cfg.stall_s:
+                lagging = [p for p in range(max(self.n_partitions, 1)) if not self.caught_up.get(p, False)]
+                out += self._alert("partition_stalled", "warning", "partitions_lagging", len(lagging), 0, None,
+                                   ts_string(t), f"no progress for {quiet:.0f}s from partition(s) {lagging}: "
+                                                 f"{ts_string(t)} scored without them")
+                out += self._close(t)
+            else:
+                break
+        return out
+
+    def flush(self) -> list[Output]:
+        out = []
+        while self.pending:
+            out += self._close(min(self.pending))
+        return out
+
+    def _close(self, t: int) -> list[Output]:
+        bucket = self.pending.pop(t)
+        names = sorted(bucket)
+        ts_matrix = np.stack([bucket[s][0] for s in names])
+        for s in names:
+            self.engine.slot(s)
+        feats = self.engine.cross_section(names, ts_matrix)
+        self.last_closed = t
+        self.stats.timestamps_closed += 1
+        self.stats.bars_applied += len(names)
+        out = []
+        swapped = self.models.at_boundary()
+        if swapped:
+            out += self._alert("model_reload", "info", "model_version", None, None, None, ts_string(t),
+                               f"switched to model {swapped}")
+        scorer = self.models.current
+        seq_len = int(getattr(scorer, "seq_len", 0) or 0)
+        self.ring.reserve(seq_len)
+        if seq_len:
+            self.ring.push([self.engine.slots[s] for s in names], feats, self.engine.capacity)
+        if scorer is None:
+            return out
+        hist = self.ring.window(self.engine.slots, names, feature_columns(scorer), seq_len) if seq_len else None
+        closes = np.array([bucket[s][1] for s in names])
+        out += score_timestamp(t, names, feats, scorer, hist, sector_codes(names, self.engine.sectors), closes,
+                               self.cfg.top_k, self.extensions, self.stats)
+        self.stats.latency.observe(self.clock() - np.array([bucket[s][2] for s in names]))
+        return out
+
+    def _alert(self, type_, severity, metric, value, threshold, window, ts, message, symbol=None) -> list[Output]:
+        if not self.gate.allow((type_, symbol, None), self.stats.timestamps_closed):
+            return []
+        self.stats.alerts[type_] += 1
+        rec = make_alert(type_, severity, metric, value, threshold, window, self.models.version, ts, message,
+                         symbol=symbol)
+        return [Output("alerts", (symbol or type_).encode(), rec)]
+
+    def status(self) -> dict:
+        return {"model_version": self.models.version, "pending_timestamps": len(self.pending),
+                "n_partitions": self.n_partitions, "late_rows": self.late_rows,
+                "last_closed": None if self.last_closed == NAT else ts_string(self.last_closed),
+                **self.stats.as_dict()}

@@ -1,0 +1,140 @@
+"""Per-symbol stage (split mode): each symbol's time-series state, updated as its bars arrive.
+
+Consumes the bars, fundamentals and alt records of some input partitions (keyed by symbol,
+so one symbol's records are in one partition, in order). Per admitted bar it steps the
+symbol's time-series program (``FeatureEngine.update_ts``, one symbol, one compiled call) and
+emits the symbol's row to ``technic.features``, keyed by the bar timestamp::
+
+    {"type": "row", "ts", "symbol", "partition", "seq", "close", "row": [n_ts floats, NaN as null]}
+
+and, after each handled batch and on every heartbeat, one watermark per owned partition::
+
+    {"type": "wm", "partition", "n_partitions", "wm": ts of its latest bar, "caught_up": bool}
+
+"partition p has emitted every bar before ``wm``": bars of a partition arrive in timestamp
+order (the publisher's contract), so once a bar of ``t`` is seen, every bar before ``t`` is out.
+``caught_up`` says the worker has read its partitions to their end (then the scoring stage may
+close the last timestamp after its grace period instead of waiting for a later bar).
+
+The market program (beta, correlation to the market) is NOT here: it needs the market return of
+``t``, i.e. every symbol of ``t``. It lives in the scoring stage, which sees the whole universe
+of every timestamp in order, so it is exact without a feedback topic.
+
+Admission (decode, key = symbol, sequence idempotency) is the one-process pipeline's
+(``stream.stages.admission``); a rejected record is dead-lettered with its reason and changes
+nothing. The whole state of a partition (engine + admission) snapshots to bytes with the
+input offsets it reflects (``stream.stages.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from technic.errors import OrderError
+from technic.features.incremental import NAT, FeatureEngine
+
+from stream.io.codecs import RecordError, deadletter_record, decode, parse_ts
+from stream.io.output import Output
+from stream.io.timestamps import ts_string
+from stream.stages.admission import NO_KEY, BarAdmission, check_key
+from stream.stages.records import Stats
+
+BAR_KEYS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass
+class SymbolConfig:
+    universe: frozenset | None = None  # if set, bars of other symbols are dead-lettered (unknown_symbol)
+    seq_window: int = 4096
+    max_payload: int = 65536
+
+
+class SymbolStage:
+    """Admission + incremental time-series features per symbol; rows and watermarks out."""
+
+    def __init__(self, sectors=None, config: SymbolConfig | None = None, n_partitions: int = 1):
+        self.cfg = config or SymbolConfig()
+        self.engine = FeatureEngine(sectors=sectors, capacity=64)
+        self.admission = BarAdmission(self.cfg.universe, self.cfg.seq_window, self.cfg.max_payload)
+        self.n_partitions = n_partitions
+        self.partition_of: dict[str, int] = {}   # symbol -> input partition it arrives on
+        self.watermark: dict[int, int] = {}      # input partition -> timestamp of its latest admitted bar
+        self.stats = Stats()
+
+    # -- inputs -----------------------------------------------------------------------
+    def on_bar(self, raw: bytes, topic: str = "bars", partition: int = 0, offset: int | None = None,
+               received: float | None = None, key=NO_KEY) -> list[Output]:
+        self.stats.bars_in += 1
+        try:
+            bar = self.admission.admit(raw, key, NAT)
+        except RecordError as e:
+            if e.reason_code == "conflicting_redelivery":
+                self.stats.conflicting_redeliveries += 1
+            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
+        if bar is None:
+            self.stats.redelivered += 1
+            return []
+        rec, t, sym = bar.rec, bar.t, bar.rec["symbol"]
+        vals = {k: np.array([np.nan if rec.get(k) is None else float(rec[k])]) for k in BAR_KEYS}
+        try:
+            row = self.engine.update_ts(t, [sym], vals, [int(rec["seq"])])[0]
+        except OrderError as e:  # admission already checked the order; never crash the worker
+            return [self._dead("out_of_order", str(e), topic, partition, offset, raw)]
+        self.stats.bars_applied += 1
+        if bar.missing:
+            self.stats.gaps += 1
+        self.partition_of[sym] = partition
+        self.watermark[partition] = max(self.watermark.get(partition, NAT), t)
+        return [Output("features", ts_string(t).encode(), {
+            "type": "row", "ts": ts_string(t), "symbol": sym, "partition": partition, "seq": int(rec["seq"]),
+            "close": vals["close"][0], "received": time.time() if received is None else received,
+            "row": row})]
+
+    def on_fundamental(self, raw: bytes, topic="fundamentals", partition=0, offset=None, key=NO_KEY) -> list[Output]:
+        try:
+            rec = decode("fundamentals", raw, max_bytes=self.cfg.max_payload)
+            check_key("fundamentals", rec, key)
+            self.engine.add_fundamental(rec["symbol"], rec["available_from"], rec["period_end"], rec["fields"])
+            self.partition_of[rec["symbol"]] = partition
+        except RecordError as e:
+            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
+        except (ValueError, TypeError) as e:
+            return [self._dead("sanity", f"fundamentals: {e}", topic, partition, offset, raw)]
+        return []
+
+    def on_alt(self, raw: bytes, topic="alt", partition=0, offset=None, key=NO_KEY) -> list[Output]:
+        try:
+            rec = decode("alt", raw, max_bytes=self.cfg.max_payload)
+            check_key("alt", rec, key)
+            self.engine.add_alt(rec["symbol"], parse_ts(rec["ts"]).replace(tzinfo=None), rec["field"], rec["value"])
+            self.partition_of[rec["symbol"]] = partition
+        except RecordError as e:
+            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
+        except (ValueError, TypeError) as e:
+            return [self._dead("sanity", f"alt: {e}", topic, partition, offset, raw)]
+        return []
+
+    # -- watermarks -----------------------------------------------------------------------
+    def watermarks(self, partitions, caught_up: bool = False) -> list[Output]:
+        """One watermark record per owned input partition (``wm`` null before its first bar)."""
+        out = []
+        for p in sorted(partitions):
+            w = self.watermark.get(p, NAT)
+            out.append(Output("features", b"wm", {
+                "type": "wm", "partition": int(p), "n_partitions": self.n_partitions,
+                "wm": None if w == NAT else ts_string(w), "caught_up": bool(caught_up)}))
+        return out
+
+    def symbols_of(self, partition: int) -> list[str]:
+        return sorted(s for s, p in self.partition_of.items() if p == partition)
+
+    def _dead(self, code, reason, topic, partition, offset, raw) -> Output:
+        self.stats.deadletter[code] += 1
+        return Output("deadletter", str(topic).encode(), deadletter_record(code, reason, topic, partition, offset, raw))
+
+    def status(self) -> dict:
+        return {"symbols": len(self.partition_of), "watermarks": {p: ts_string(w) for p, w in self.watermark.items()},
+                **self.stats.as_dict()}

@@ -1,0 +1,1 @@
+"""Operator tools: publisher, tail, demo, parity."""

@@ -1,0 +1,82 @@
+"""The split topology as child processes: N per-symbol workers + 1 scoring worker.
+
+Used by ``technic-stream parity --symbol-workers N`` and the benchmarks. Static partition
+assignment (``--member i/N``): the embedded broker's group coordinator freezes after a crash.
+``kill(i)`` SIGKILLs per-symbol worker ``i``; ``restart(i)`` starts it again (it restores its
+partitions' latest snapshots and replays only the input after them).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from stream.io.broker import free_port
+from stream.io.children import spawn, stop_child, wait_http
+
+
+def health(port: int) -> dict:
+    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read())
+
+
+class SplitTopology:
+    def __init__(self, bootstrap: str, registry, work: Path, env: dict, n_symbol: int, securities=None,
+                 checkpoint_s: float = 1.0, grace_s: float = 2.0, extra=()):
+        self.boot, self.registry, self.work, self.env = bootstrap, registry, Path(work), env
+        self.n = n_symbol
+        self.securities = securities
+        self.checkpoint_s, self.grace_s = checkpoint_s, grace_s
+        self.extra = list(extra)
+        self.procs: dict = {}
+        self.ports: dict = {}
+        self.restarts = 0
+        self.restore_s: list[float] = []
+
+    def _cmd(self, role: str, port: int, member: int | None = None) -> list[str]:
+        cmd = [sys.executable, "-m", "stream.cli", "worker", "--bootstrap", self.boot, "--registry",
+               str(self.registry), "--web-port", str(port), "--role", role, "--grace", str(self.grace_s),
+               "--no-drift", "--log-text"]
+        if member is not None:
+            cmd += ["--member", f"{member}/{self.n}", "--checkpoint", str(self.checkpoint_s)]
+        if self.securities:
+            cmd += ["--securities", str(self.securities)]
+        return cmd + self.extra
+
+    def _spawn(self, name, role, member=None):
+        port = self.ports.setdefault(name, free_port())
+        log = open(self.work / f"{name}.log", "ab")
+        self.procs[name] = spawn(self._cmd(role, port, member), env=self.env, stdout=subprocess.DEVNULL, stderr=log)
+
+    def start(self, timeout_s: float = 180) -> None:
+        self._spawn("scoring", "scoring")
+        for i in range(self.n):
+            self._spawn(f"symbol{i}", "symbol", i)
+        for name, p in self.procs.items():
+            wait_http(f"http://127.0.0.1:{self.ports[name]}/health", timeout_s, p)
+
+    def kill(self, i: int) -> None:
+        p = self.procs[f"symbol{i}"]
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    def restart(self, i: int, timeout_s: float = 180) -> float:
+        """Start worker ``i`` again; return its ``restore_s`` (snapshot read and loaded)."""
+        name = f"symbol{i}"
+        self._spawn(name, "symbol", i)
+        wait_http(f"http://127.0.0.1:{self.ports[name]}/health", timeout_s, self.procs[name])
+        self.restarts += 1
+        r = float(health(self.ports[name])["restore_s"])
+        self.restore_s.append(r)
+        return r
+
+    def status(self, name: str) -> dict:
+        return health(self.ports[name])
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            stop_child(p)

@@ -1,0 +1,170 @@
+"""Split mode in process, no broker: per-symbol stages over partitions -> technic.features records ->
+scoring stage, against the batch path; checkpoints restore exactly; bad input is dead-lettered."""
+
+import zlib
+
+import numpy as np
+import orjson
+
+from stream.io.codecs import encode
+from stream.stages.checkpoint import decode_snapshot, restore, snapshot
+from stream.stages.models import ModelSource
+from stream.stages.scoring import ScoringConfig, ScoringStage
+from stream.stages.symbol import SymbolStage
+from stream.tools.publisher import bar_records, fundamental_records
+
+from .test_pipeline import LinearScorer, batch_scores, data  # noqa: F401 (fixture)
+
+P = 3
+
+
+def part(sym: str) -> int:
+    return zlib.crc32(sym.encode()) % P
+
+
+def feed_side(stage, fund, parts):
+    for i, (_, k, v) in enumerate(fundamental_records(fund)):
+        if part(k.decode()) in parts:
+            stage.on_fundamental(v, partition=part(k.decode()), offset=i)
+
+
+def bars_by_partition(bars):
+    out = {p: [] for p in range(P)}
+    for _, k, v in bar_records(bars):
+        out[part(k.decode())].append(v)
+    return out
+
+
+def scoring(secs, **kw):
+    return ScoringStage(ModelSource(None, scorer=LinearScorer()), sectors=secs,
+                        config=ScoringConfig(grace_s=1e9, stall_s=1e9, **kw))
+
+
+def wire(outs):
+    """Outputs of the per-symbol stage as the scoring stage reads them from the broker."""
+    return [encode(o.value) for o in outs if o.kind == "features"]
+
+
+def scores_of(outs):
+    return {(o.value["symbol"], o.value["ts"]): o.value["scores"]["5d"] for o in outs if o.kind == "scores"}
+
+
+def test_split_scores_equal_batch_with_interleaved_partitions(data):
+    bars, fund, secs = data
+    workers = [SymbolStage(secs, n_partitions=P), SymbolStage(secs, n_partitions=P)]
+    owned = [{0, 2}, {1}]
+    for w, ps in zip(workers, owned):
+        feed_side(w, fund, ps)
+    per = bars_by_partition(bars)
+    sc = scoring(secs)
+    outs, pos = [], {p: 0 for p in range(P)}
+    rng = np.random.default_rng(0)
+    while any(pos[p] < len(per[p]) for p in range(P)):   # partitions progress at different speeds
+        p = int(rng.integers(P))
+        w = workers[0] if p in owned[0] else workers[1]
+        chunk = per[p][pos[p]:pos[p] + int(rng.integers(1, 40))]
+        recs = []
+        for i, v in enumerate(chunk):
+            recs += w.on_bar(v, partition=p, offset=pos[p] + i)
+        pos[p] += len(chunk)
+        recs += w.watermarks([p])
+        for raw in wire(recs):
+            outs += sc.on_record(raw)
+        outs += sc.poll()
+    closed_by_watermarks = sc.stats.timestamps_closed
+    outs += sc.flush()
+    got, expect = scores_of(outs), batch_scores(bars, fund, secs)
+    assert len(got) == len(expect) == len(bars)
+    assert max(abs(got[k] - expect[k]) for k in expect) == 0.0
+    assert closed_by_watermarks == bars["date"].nunique() - 1   # only the last one needs the grace rule
+    assert not sc.stats.deadletter and sc.late_rows == 0
+
+
+def test_snapshot_restore_and_replay_after_it_is_exact(data):
+    bars, fund, secs = data
+    per = bars_by_partition(bars)
+    a = SymbolStage(secs, n_partitions=P)
+    feed_side(a, fund, set(range(P)))
+    n_fund = len(list(fundamental_records(fund)))
+    sc = scoring(secs)
+    outs = []
+    cut = {p: len(per[p]) // 2 for p in range(P)}
+    for p in range(P):
+        for i, v in enumerate(per[p][:cut[p]]):
+            for raw in wire(a.on_bar(v, partition=p, offset=i)):
+                outs += sc.on_record(raw)
+    snaps = [encode(snapshot(a, p, {"bars": cut[p], "fundamentals": n_fund, "alt": 0}).value) for p in range(P)]
+    # a few more bars are processed and emitted, then the worker dies: its state is lost
+    for p in range(P):
+        for i, v in enumerate(per[p][cut[p]:cut[p] + 5]):
+            for raw in wire(a.on_bar(v, partition=p, offset=cut[p] + i)):
+                outs += sc.on_record(raw)
+    b = SymbolStage(secs, n_partitions=P)
+    offsets = {p: restore(b, decode_snapshot(s))["bars"] for p, s in enumerate(snaps)}
+    assert offsets == cut
+    for p in range(P):
+        assert b.symbols_of(p) == a.symbols_of(p)
+        for s in b.symbols_of(p):
+            if s in b.engine.slots and a.admission.seen_seq.get(s) is not None:
+                assert b.admission.seen_seq[s] <= a.admission.seen_seq[s]
+        b.on_bar(per[p][cut[p] - 1], partition=p)            # a redelivery from before the snapshot: skipped
+        for i, v in enumerate(per[p][cut[p]:]):               # replay from the snapshot's offsets
+            for raw in wire(b.on_bar(v, partition=p, offset=cut[p] + i)):
+                outs += sc.on_record(raw)
+    assert b.stats.redelivered == P and not b.stats.deadletter
+    outs += sc.flush()
+    got, expect = scores_of(outs), batch_scores(bars, fund, secs)
+    assert set(got) == set(expect)
+    assert max(abs(got[k] - expect[k]) for k in expect) == 0.0
+
+
+def test_state_bytes_round_trip_through_a_snapshot(data):
+    bars, fund, secs = data
+    a = SymbolStage(secs, n_partitions=1)
+    for v in bars_by_partition(bars)[0][:200]:
+        a.on_bar(v, partition=0)
+    b = SymbolStage(secs, n_partitions=1)
+    restore(b, decode_snapshot(encode(snapshot(a, 0, {"bars": 200}).value)))
+    for s in a.symbols_of(0):
+        assert b.engine.get_state(s) == a.engine.get_state(s)
+
+
+def test_bad_input_is_dead_lettered_not_fatal(data):
+    bars, fund, secs = data
+    st = SymbolStage(secs, n_partitions=1)
+    out = st.on_bar(b"{not json", partition=0, offset=7)
+    assert [o.kind for o in out] == ["deadletter"] and out[0].value["offset"] == 7
+    _, k, v = next(iter(bar_records(bars)))
+    assert st.on_bar(v, partition=0, key=b"OTHER")[0].value["reason_code"] == "key_mismatch"
+    assert st.on_fundamental(b"[]", partition=0)[0].kind == "deadletter"
+    sc = scoring(secs)
+    for raw in (b"garbage", orjson.dumps({"type": "row", "ts": "2020-01-02"}), orjson.dumps({"type": "x"}),
+                orjson.dumps({"type": "row", "ts": "2020-01-02", "symbol": "A", "row": [1.0, 2.0]})):
+        assert [o.kind for o in sc.on_record(raw)] == ["deadletter"]
+    assert sc.stats.deadletter["schema"] == 4 and not sc.pending
+
+
+def test_timestamp_waits_for_every_partition_then_grace_or_stall(data):
+    bars, fund, secs = data
+    t = [0.0]
+    sc = ScoringStage(ModelSource(None, scorer=LinearScorer()), sectors=secs,
+                      config=ScoringConfig(grace_s=2.0, stall_s=30.0), clock=lambda: t[0])
+    per = bars_by_partition(bars[bars["date"] <= bars["date"].unique()[1]])
+    stages = {p: SymbolStage(secs, n_partitions=P) for p in range(P)}
+    first = min(bars["date"]).strftime("%Y-%m-%d")
+    for p in (0, 1):     # partition 2 has not reported yet
+        for v in per[p]:
+            for raw in wire(stages[p].on_bar(v, partition=p) + stages[p].watermarks([p], caught_up=True)):
+                sc.on_record(raw)
+    t[0] = 10.0
+    assert sc.poll() == []                  # not every partition caught up: no grace, wait
+    for v in per[2][:1]:
+        for raw in wire(stages[2].on_bar(v, partition=2) + stages[2].watermarks([2], caught_up=False)):
+            sc.on_record(raw)
+    t[0] = 20.0
+    assert sc.poll() == []
+    t[0] = 60.0                             # no progress for longer than stall_s: scored, with an alert
+    outs = sc.poll()
+    kinds = [o.value["type"] for o in outs if o.kind == "alerts"]
+    assert "partition_stalled" in kinds
+    assert {o.value["ts"] for o in outs if o.kind == "scores"} >= {first}
