@@ -1,22 +1,6 @@
-"""`technic-stream worker`: catch up from the input log, then consume live.
-
-State is a pure fold of the input topics, so recovery is a replay:
-
-1. **Catch-up.** Before Faust starts, the worker reads the fundamentals and
-   alt topics, then the bars topic, from the beginning to their current end
-   with a plain (group-less) consumer, feeding the same ``ScoringPipeline``.
-   Scores are suppressed up to the timestamp before the last one already on
-   the scores topic (that one is re-emitted whole: a crash may have cut it);
-   dead letters already on the dead-letter topic are not repeated.
-2. **Live.** Either the direct ingest service (``stream.service.direct``, default:
-   one group-less consumer continuing exactly where the catch-up stopped) or
-   the Faust agents (``--ingest faust``: from the group's committed offsets).
-   Every record at or below the offset the worker already handled (the
-   catch-up, or Faust's known restart off-by-ones, faust-streaming #48/#606)
-   is skipped and counted; a forward jump in offsets raises an alert.
-
-Results are therefore the same after a crash, a graceful restart or a forced
-redelivery, on any broker, without transactions.
+"""`technic-stream worker`: wiring of the one-process mode (catch up from the input log, then consume
+live) and of the split-mode roles. How recovery works (catch-up replay, offset ledger, suppressed
+re-emission) is described once, in ``stream.service.catchup``.
 """
 
 from __future__ import annotations
