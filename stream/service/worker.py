@@ -1,5 +1,5 @@
-"""`technic-stream worker`: wiring of the one-process mode (catch up from the input log, then consume
-live) and of the split-mode roles. How recovery works (catch-up replay, offset ledger, suppressed
+"""`technic-stream worker` (one-process mode): catch up from the input log, then consume live.
+How recovery works (catch-up replay, offset ledger, suppressed
 re-emission) is described once, in ``stream.service.catchup``.
 """
 
