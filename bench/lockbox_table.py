@@ -58,7 +58,7 @@ def main() -> None:
         doc = json.loads((Path(path) / "metrics.json").read_text())
         rows += period_rows(name, doc, args.horizon)
         m = doc.get("meta", {})
-        meta["runs"][name] = {k: m.get(k) for k in ("served", "lag", "n_symbols", "symbols", "half", "seed")
+        meta["runs"][name] = {k: m.get(k) for k in ("served", "lag", "universe", "n_symbols_evaluated", "seed")
                               if m.get(k) is not None}
         meta["lockbox"] = doc["lockbox"]["date"]
     paths = write_results(args.name, rows, meta, args.results)
