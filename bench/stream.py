@@ -390,6 +390,33 @@ def _latency_stats(boot: str) -> tuple[dict, dict]:
     return row, {"n_latency_samples": int(lat.size), "n_timestamps": len(first)}
 
 
+def _wait_topic(boot: str, kind: str, n: int, timeout_s: float = 120.0) -> int:
+    """Wait until ``kind``'s topic holds ``n`` records (the worker counts a score before its send is
+    acknowledged: stopping it earlier would lose the tail); return the count seen."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from stream.io.topics_config import topic_name
+
+    async def count() -> int:
+        c = AIOKafkaConsumer(bootstrap_servers=boot, group_id=None)
+        await c.start()
+        try:
+            name = topic_name(kind)
+            await c.topics()
+            tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [])]
+            return sum((await c.end_offsets(tps)).values()) if tps else 0
+        finally:
+            await c.stop()
+
+    deadline = time.perf_counter() + timeout_s
+    seen = 0
+    while time.perf_counter() < deadline:
+        seen = asyncio.run(count())
+        if seen >= n:
+            break
+        time.sleep(0.2)
+    return seen
+
+
 def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k, grace,
             rate, timeout_s, window: int = 50) -> tuple[dict, dict]:
     """One-process mode: ``technic-stream worker`` (live direct ingest) at a paced publish rate."""
@@ -411,6 +438,7 @@ def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, 
         _, h = w.wait_applied(n_bars, timeout_s, n_in=n_bars + 1)
         wall = time.perf_counter() - t0
         rss = _rss(w.proc.pid)
+        _wait_topic(boot, "scores", _health(w.port)["scores_out"])
     finally:
         w.stop()
     stats, meta = _latency_stats(boot)
@@ -480,6 +508,7 @@ def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_rec
         st = _publish(boot, bars, rate=rate, window=window)
         _, h = _wait_scored(topo, n_bars, timeout_s)
         wall = time.perf_counter() - t0
+        _wait_topic(boot, "scores", topo.status("scoring")["scores_out"])
     finally:
         topo.stop()
     stats, meta = _latency_stats(boot)
