@@ -4,7 +4,8 @@ Usage::
 
     .venv/bin/python bench/stream.py [--days 100] [--latency-days 30] [--latency-rate 1000]
                                      [--train-symbols 100] [--train-days 504] [--grace 2]
-                                     [--py-spy SECONDS]
+                                     [--py-spy SECONDS] [--latency-top-k 5,0] [--partitions 6]
+                                     [--split-latency-workers 2] [--split-catchup-workers 1,2] [--skip-e2e]
 
 Data: the dev set at $TECHNIC_DATA_DIR or <repo>/../shared/data. One quick model
 (``train_quick_model``, LightGBM) is trained once on ``--train-symbols`` symbols x
@@ -28,14 +29,27 @@ own prefix and are deleted afterwards, so the broker's snapshot stays small):
       (a "primer") is published and the run waits until /health counts its dead letter, so the
       Faust consumer is known to be assigned and reading;
     each with ``--top-k 5`` (default) and ``--top-k 0`` (no SHAP contributions);
-(c) bar->score latency at a fixed publish rate (``publish(rate=..., window=50)``): Kafka
-    CreateTime of each score (set by the worker's producer at send) minus the CreateTime of
-    the LAST bar of its timestamp (set by the publisher at send). A timestamp closes when every
-    active symbol delivered it (the last symbol's bar completes it; the very first timestamp
-    also needs one later bar), else when the input is quiet for ``--grace`` s or more than
-    ``max_pending`` later timestamps are buffered; so the latency of a score is measured from
-    the last bar of its timestamp (the final timestamp is excluded to be safe);
-(d) worker RSS (VmRSS / VmHWM of the worker process) after the catch-up replay, per 500 symbols.
+(c) bar->score latency at a fixed publish rate (``publish(rate=..., window=50)``), in both modes
+    with one definition (``_latency_stats``): Kafka CreateTime of each score of timestamp t (set by
+    the scoring process's producer at send) minus the CreateTime of the LAST bar of t (set by the
+    publisher at send), per score; the final timestamp (it closes by the grace period) is excluded.
+    - one-process mode: ``technic-stream worker --no-drift`` (direct ingest), 1 partition. Each bar
+      steps its symbol's state on arrival; t closes in the batch that brings the last active
+      symbol's bar of t (the very first timestamp also needs one later bar);
+    - split mode: ``--split-latency-workers`` per-symbol workers + 1 scoring worker (processes),
+      ``--partitions`` partitions. The scoring stage closes t when every partition's watermark
+      passed t, i.e. once each partition delivered a bar of a later timestamp (else ``--grace``
+      after the last row once every partition is caught up), so its latency includes that gap;
+    each with the SHAP top-k of ``--latency-top-k`` (default 5 and 0);
+(d) worker RSS (VmRSS / VmHWM of the worker process) after the catch-up replay, per 500 symbols;
+(e) split-mode catch-up with 1 vs 2 per-symbol workers (``--split-catchup-workers``): every bar
+    published first, then the topology starts; rate = bars of all timestamps but the last / time
+    from every process answering /health to the scoring stage having scored them; their ratio;
+(f) single-symbol update time before/after the compiled engine: the rows of
+    ``bench/results/incremental.json`` (``bench/incremental.py`` measures both sides in one run).
+
+``--skip-e2e`` skips the one-process throughput variants of (b) (seven worker runs).
+The load average before and after the run is in the meta: the machine is shared.
 
 Writes bench/results/stream.json and stream.md.
 """
@@ -47,6 +61,7 @@ import ast
 import asyncio
 import cProfile
 import io
+import json
 import os
 import pstats
 import re
@@ -336,30 +351,12 @@ def summarize_py_spy(path: Path, top: int = 25) -> str:
     return "\n".join(out)
 
 
-def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k, grace,
-            rate, timeout_s) -> tuple[dict, dict]:
+def _latency_stats(boot: str) -> tuple[dict, dict]:
+    """Bar -> score latency from the topics themselves (same definition for every topology):
+    Kafka CreateTime of each score of timestamp t (stamped by the scoring process's producer at send)
+    minus the CreateTime of the LAST bar of t (stamped by the publisher at send); the final timestamp
+    (closed by the grace period at the end of the replay) is excluded."""
     from stream.io.topics_config import topic_name
-    _prepare_topics(boot, prefix, fund_recs_fn)
-    bars = list(bar_recs_fn())
-    for attempt in range(3):  # Faust's conductor sometimes crashes at start (subscribe with no topics)
-        w = WorkerRun(boot, work, registry, secs_file, prefix, top_k, grace)
-        try:
-            w.start(timeout_s)
-            w.prime()
-            break
-        except (OSError, RuntimeError, TimeoutError):
-            w.stop()
-            if attempt == 2:
-                raise
-    notes_restarts = attempt
-    try:
-        t0 = time.perf_counter()
-        st = _publish(boot, bars, rate=rate, window=50)
-        _, h = w.wait_applied(n_bars, timeout_s, n_in=n_bars + 1)
-        wall = time.perf_counter() - t0
-        rss = _rss(w.proc.pid)
-    finally:
-        w.stop()
 
     def bar_key(m):
         if m.key == b"PRIMER":
@@ -375,28 +372,201 @@ def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, 
     _, _, scores = asyncio.run(_consume_all(boot, topic_name("scores"), score_key))
     last_bar: dict[str, int] = {}
     for _, ts, ms in bar_ts:
-        if ts is None:
-            continue
-        last_bar[ts] = max(last_bar.get(ts, 0), ms)
+        if ts is not None:
+            last_bar[ts] = max(last_bar.get(ts, 0), ms)
     final_ts = max(last_bar)
     lat = np.array([ms - last_bar[ts] for _, ts, ms in scores if ts != final_ts], dtype=np.float64)
-    first = {}
+    first: dict[str, int] = {}
     for _, ts, ms in scores:
         if ts != final_ts:
             first[ts] = min(first.get(ts, ms), ms)
     lat_first = np.array([first[ts] - last_bar[ts] for ts in first], dtype=np.float64)
-    row = {"variant": f"latency at {rate:,} bars/s, live path, top_k={top_k}", "bars": n_bars,
-           "publish_s": st["seconds"], "seconds": round(wall, 3), "scores_out": len(scores),
-           "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-           "max_ms": float(lat.max()),
+    row = {"scores_out": len(scores),
+           "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+           "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
            "first_score_p50_ms": float(np.percentile(lat_first, 50)),
            "first_score_p99_ms": float(np.percentile(lat_first, 99)),
-           "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter"),
-           "alerts": h.get("alerts"),
-           "target": f"p99 < {TARGET_P99_MS:g} ms", "ok": bool(np.percentile(lat, 99) < TARGET_P99_MS),
-           "rss_mib": rss}
-    return row, {"n_latency_samples": int(lat.size), "n_timestamps": len(first),
-                 "latency_worker_start_retries": notes_restarts}
+           "target": f"p99 < {TARGET_P99_MS:g} ms", "ok": bool(np.percentile(lat, 99) < TARGET_P99_MS)}
+    return row, {"n_latency_samples": int(lat.size), "n_timestamps": len(first)}
+
+
+def _wait_topic(boot: str, kind: str, n: int, timeout_s: float = 120.0) -> int:
+    """Wait until ``kind``'s topic holds ``n`` records (the worker counts a score before its send is
+    acknowledged: stopping it earlier would lose the tail); return the count seen."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from stream.io.topics_config import topic_name
+
+    async def count() -> int:
+        c = AIOKafkaConsumer(bootstrap_servers=boot, group_id=None)
+        await c.start()
+        try:
+            name = topic_name(kind)
+            await c.topics()
+            tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [])]
+            return sum((await c.end_offsets(tps)).values()) if tps else 0
+        finally:
+            await c.stop()
+
+    deadline = time.perf_counter() + timeout_s
+    seen = 0
+    while time.perf_counter() < deadline:
+        seen = asyncio.run(count())
+        if seen >= n:
+            break
+        time.sleep(0.2)
+    return seen
+
+
+def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k, grace,
+            rate, timeout_s, window: int = 50) -> tuple[dict, dict]:
+    """One-process mode: ``technic-stream worker`` (live direct ingest) at a paced publish rate."""
+    _prepare_topics(boot, prefix, fund_recs_fn)
+    bars = list(bar_recs_fn())
+    for attempt in range(3):  # Faust's conductor sometimes crashes at start (subscribe with no topics)
+        w = WorkerRun(boot, work, registry, secs_file, prefix, top_k, grace, ("--no-drift",))
+        try:
+            w.start(timeout_s)
+            w.prime()
+            break
+        except (OSError, RuntimeError, TimeoutError):
+            w.stop()
+            if attempt == 2:
+                raise
+    try:
+        t0 = time.perf_counter()
+        st = _publish(boot, bars, rate=rate, window=window)
+        _, h = w.wait_applied(n_bars, timeout_s, n_in=n_bars + 1)
+        wall = time.perf_counter() - t0
+        rss = _rss(w.proc.pid)
+        _wait_topic(boot, "scores", _health(w.port)["scores_out"])
+    finally:
+        w.stop()
+    stats, meta = _latency_stats(boot)
+    row = {"variant": f"latency at {rate:,.0f} bars/s, one-process mode (worker, direct ingest), top_k={top_k}",
+           "bars": n_bars, "publish_s": st["seconds"], "seconds": round(wall, 3), **stats,
+           "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter"), "rss_mib": rss}
+    return row, {f"latency_one_process_top{top_k}_{k}": v for k, v in {**meta, "worker_start_retries": attempt}.items()}
+
+
+def _split_env(prefix: str, partitions: int) -> dict:
+    return dict(os.environ, TECHNIC_TOPIC_PREFIX=prefix, TECHNIC_PARTITIONS=str(partitions))
+
+
+def _split_prepare(boot, prefix, partitions, fund_recs_fn):
+    os.environ["TECHNIC_PARTITIONS"] = str(partitions)
+    try:
+        _prepare_topics(boot, prefix, fund_recs_fn)
+    finally:
+        os.environ.pop("TECHNIC_PARTITIONS", None)
+
+
+def _wait_scored(topo, n: int, timeout_s: float, every: float = 0.05) -> tuple[float, dict]:
+    """Poll the scoring worker until it has scored ``n`` bars; (perf_counter time, its health)."""
+    deadline = time.perf_counter() + timeout_s
+    h = {}
+    while time.perf_counter() < deadline:
+        try:
+            h = topo.status("scoring")
+        except OSError:
+            h = {}
+        if h.get("bars_applied", 0) >= n:
+            return time.perf_counter(), h
+        for name, proc in topo.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {topo.work / (name + '.log')}")
+        time.sleep(every)
+    raise TimeoutError(f"scoring stage applied fewer than {n} bars after {timeout_s}s (last health {h})")
+
+
+def _wait_partitions(topo, partitions: int, timeout_s: float) -> float:
+    """Wait until the scoring worker has heard every input partition's watermark (the per-symbol
+    workers are consuming); return the seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        try:
+            if topo.status("scoring").get("n_partitions", 0) >= partitions:
+                return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"the scoring worker saw no watermarks of {partitions} partitions in {timeout_s}s")
+
+
+def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k,
+                  grace, rate, timeout_s, n_symbol: int, partitions: int, window: int = 50) -> tuple[dict, dict]:
+    """Split mode: ``n_symbol`` per-symbol workers + 1 scoring worker (processes), paced publish."""
+    from stream.tools.split_run import SplitTopology
+    _split_prepare(boot, prefix, partitions, fund_recs_fn)
+    bars = list(bar_recs_fn())
+    topo = SplitTopology(boot, registry, work / prefix.rstrip("."), _split_env(prefix, partitions), n_symbol,
+                         securities=secs_file, checkpoint_s=5.0, grace_s=grace, extra=["--top-k", str(top_k)])
+    topo.work.mkdir(parents=True, exist_ok=True)
+    try:
+        topo.start(timeout_s)
+        _wait_partitions(topo, partitions, 120)
+        t0 = time.perf_counter()
+        st = _publish(boot, bars, rate=rate, window=window)
+        _, h = _wait_scored(topo, n_bars, timeout_s)
+        wall = time.perf_counter() - t0
+        _wait_topic(boot, "scores", topo.status("scoring")["scores_out"])
+    finally:
+        topo.stop()
+    stats, meta = _latency_stats(boot)
+    row = {"variant": f"latency at {rate:,.0f} bars/s, split mode ({n_symbol} per-symbol + 1 scoring worker, "
+                      f"{partitions} partitions), top_k={top_k}",
+           "bars": n_bars, "publish_s": st["seconds"], "seconds": round(wall, 3), **stats,
+           "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter")}
+    return row, {f"latency_split_top{top_k}_{k}": v for k, v in meta.items()}
+
+
+def split_catch_up(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k,
+                   grace, timeout_s, n_symbol: int, partitions: int) -> dict:
+    """Split mode catch-up: every bar published first, then the topology starts and works off the backlog.
+    Rate = bars of every timestamp but the last (which closes only after ``grace``) / (time from every
+    process answering /health to the scoring stage having scored them)."""
+    from stream.tools.split_run import SplitTopology
+    _split_prepare(boot, prefix, partitions, fund_recs_fn)
+    st = _publish(boot, list(bar_recs_fn()))
+    topo = SplitTopology(boot, registry, work / prefix.rstrip("."), _split_env(prefix, partitions), n_symbol,
+                         securities=secs_file, checkpoint_s=5.0, grace_s=grace, extra=["--top-k", str(top_k)])
+    topo.work.mkdir(parents=True, exist_ok=True)
+    try:
+        t_spawn = time.perf_counter()
+        topo.start(timeout_s)
+        t0 = time.perf_counter()
+        t1, h = _wait_scored(topo, n_bars - n_last, timeout_s)
+        _, h = _wait_scored(topo, n_bars, grace + 60)
+    finally:
+        topo.stop()
+    n = n_bars - n_last
+    return {"variant": f"catch-up, split mode, {n_symbol} per-symbol worker(s) + 1 scoring worker, "
+                       f"{partitions} partitions, top_k={top_k}",
+            "bars": n_bars, "publish_s": st["seconds"], "worker_start_to_ready_s": round(t0 - t_spawn, 2),
+            "seconds": round(t1 - t0, 3), "bars_per_s": n / (t1 - t0), "scores_out": h.get("scores_out"),
+            "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter")}
+
+
+def incremental_rows() -> tuple[list[dict], dict]:
+    """Single-symbol update time before/after the compiled engine, from ``bench/incremental.py``'s
+    last results (that benchmark extracts the baseline commit and measures both sides in one run)."""
+    f = RESULTS / "incremental.json"
+    if not f.exists():
+        return [], {"incremental": "bench/results/incremental.json missing: run python bench/incremental.py"}
+    d = json.loads(f.read_text())
+    rows = []
+    for r in d["rows"]:
+        if r["measure"].startswith(("one symbol per call", "all symbols per call (k=485): update_ts")):
+            rows.append({"variant": f"bench/incremental.py: {r['measure']} (us/bar, before -> after)",
+                         "before_us_per_bar": r["before"], "after_us_per_bar": r["after"],
+                         "speed_up": r.get("speed-up")})
+    m = d["meta"]
+    return rows, {"incremental_source": f"bench/results/incremental.json ({m.get('command')}; before "
+                                        f"{str(m.get('before_commit'))[:9]}, after {str(m.get('after_commit'))[:9]}, "
+                                        f"measured {m.get('when')})"}
+
+
+def _loadavg(la) -> str:
+    return f"{la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1/5/15 min, {os.cpu_count()} cpus, shared machine)"
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -411,6 +581,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--timeout", type=float, default=600.0, help="per worker run")
     ap.add_argument("--py-spy", type=float, default=0.0,
                     help="record the worker with py-spy for N s during the live top_k=5 run (raw folded stacks)")
+    ap.add_argument("--latency-window", type=int, default=50, help="publisher window (bars sent per burst) in (c)")
+    ap.add_argument("--latency-top-k", default="5,0", help="SHAP top-k values of the latency runs (c)")
+    ap.add_argument("--partitions", type=int, default=6, help="input partitions in the split-mode runs")
+    ap.add_argument("--split-latency-workers", type=int, default=2, help="per-symbol workers in the split latency run")
+    ap.add_argument("--split-catchup-workers", default="1,2", help="per-symbol worker counts compared in (e)")
+    ap.add_argument("--skip-e2e", action="store_true", help="skip the one-process throughput variants (b)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
 
@@ -422,6 +598,7 @@ def main(argv=None) -> dict:
     from technic.training import train_quick_model
     from technic.paths import data_dir, dev_files
 
+    load0 = os.getloadavg()
     files = dev_files(data_dir())
     t = time.perf_counter()
     bars, fund, secs, _ = load_inputs(files["bars"], files.get("fundamentals"), files.get("securities"))
@@ -494,7 +671,7 @@ def main(argv=None) -> dict:
         combos = [("catch-up", 5, ()), ("catch-up", 5, ("--no-drift",)), ("catch-up", 0, ("--no-drift",)),
                   ("live", 5, ()), ("live", 5, ("--no-drift",)), ("live", 0, ("--no-drift",)),
                   ("live", 5, ("--ingest", "faust"))]
-        for i, (mode, k, extra) in enumerate(combos):
+        for i, (mode, k, extra) in enumerate([] if args.skip_e2e else combos):
             prefix = f"bench.{mode.replace('-', '')}{k}v{i}."
             spy = args.py_spy if (mode == "live" and k == 5 and not extra) else 0.0
             try:
@@ -509,21 +686,50 @@ def main(argv=None) -> dict:
             rows.append(row)
             print(row, flush=True)
             deleted.append(asyncio.run(_delete_topics(boot, prefix)))
-        # (c) latency
-        prefix = "bench.latency."
-        try:
-            row, lat_meta = latency(boot, work, registry, files.get("securities"), prefix,
-                                    lambda: bar_records(lat_replay), fund_fn, n_lat, n_lat_last, 5, args.grace,
-                                    args.latency_rate, args.timeout)
-        except (OSError, RuntimeError, TimeoutError) as e:
-            row, lat_meta = {"variant": "latency", "error": str(e)[:300]}, {}
-        rows.append(row)
-        notes.update(lat_meta)
-        print(row, flush=True)
-        deleted.append(asyncio.run(_delete_topics(boot, prefix)))
+        # (c) latency, one-process mode and split mode, same definition (_latency_stats)
+        lat_runs = []
+        for k in [int(x) for x in args.latency_top_k.split(",") if x]:
+            lat_runs += [("one-process", f"bench.latency{k}.", lambda pf, k=k: latency(
+                boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn, n_lat,
+                n_lat_last, k, args.grace, args.latency_rate, args.timeout, window=args.latency_window)),
+                ("split", f"bench.latsplit{k}.", lambda pf, k=k: split_latency(
+                    boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn,
+                    n_lat, n_lat_last, k, args.grace, args.latency_rate, args.timeout, args.split_latency_workers,
+                    args.partitions, window=args.latency_window))]
+        for name, prefix, run in lat_runs:
+            try:
+                row, lat_meta = run(prefix)
+            except (OSError, RuntimeError, TimeoutError) as e:
+                row, lat_meta = {"variant": f"latency, {name} mode", "error": str(e)[:300]}, {}
+            rows.append(row)
+            notes.update(lat_meta)
+            print(row, flush=True)
+            deleted.append(asyncio.run(_delete_topics(boot, prefix)))
+        # (e) split-mode catch-up with 1 vs 2 (...) per-symbol workers
+        catch = {}
+        for n_sym in [int(x) for x in args.split_catchup_workers.split(",") if x]:
+            prefix = f"bench.splitcatch{n_sym}."
+            try:
+                row = split_catch_up(boot, work, registry, files.get("securities"), prefix,
+                                     lambda: bar_records(replay), fund_fn, n_bars, n_last, 5, args.grace,
+                                     args.timeout, n_sym, args.partitions)
+                catch[n_sym] = row["bars_per_s"]
+            except (OSError, RuntimeError, TimeoutError) as e:
+                row = {"variant": f"catch-up, split mode, {n_sym} per-symbol worker(s)", "error": str(e)[:300]}
+            rows.append(row)
+            print(row, flush=True)
+            deleted.append(asyncio.run(_delete_topics(boot, prefix)))
+        if len(catch) >= 2:
+            lo_n, hi_n = min(catch), max(catch)
+            rows.append({"variant": f"catch-up, split mode: {hi_n} vs {lo_n} per-symbol workers (same run)",
+                         "ratio": catch[hi_n] / catch[lo_n]})
     finally:
         broker.stop()
 
+    # (f) single-symbol update time before/after the compiled engine (bench/incremental.py's results)
+    inc_rows, inc_meta = incremental_rows()
+    rows += inc_rows
+    notes.update(inc_meta)
     # (d) RSS per 500 symbols (catch-up run, top_k=5)
     n_sym = int(replay["symbol"].nunique())
     for r in rows:
@@ -547,13 +753,19 @@ def main(argv=None) -> dict:
                      f"horizons {list(scorer.horizons)}; trained in {train_s:.0f} s",
             "worker": f"technic-stream worker --grace {args.grace} (separate process), one embedded noida-db "
                       f"broker, 1 partition per topic, fundamentals published before the bars",
+            "split": f"--role symbol --member i/N workers + 1 --role scoring worker (processes, --no-drift, checkpoint "
+                     f"5 s), {args.partitions} partitions per symbol-keyed topic, same broker",
+            "latency_definition": "Kafka CreateTime of each score of timestamp t (scoring process's producer, at send) "
+                                  "minus CreateTime of the last bar of t (publisher, at send); per score; the final "
+                                  "timestamp (closed by the grace period) excluded; both latency runs --no-drift, "
+                                  f"publisher window {args.latency_window} bars",
+            "load_before": _loadavg(load0), "load_after": _loadavg(os.getloadavg()),
             "topics_deleted_between_variants": all(deleted),
             "load_s": round(load_s, 2), "raw_consume_bars_per_s": round(raw_consume),
             "targets": f">= {TARGET_BARS_S:,} bars/s end to end; p99 < {TARGET_P99_MS:g} ms at 1,000 bars/s",
             **notes, **environment()}
     jp, mp = write_results("stream", rows, meta)
     # long texts (profiles) go to the JSON under "profiles" and to the markdown as code blocks
-    import json
     d = json.loads(jp.read_text())
     d["profiles"] = profiles
     jp.write_text(json.dumps(d, indent=2, default=str) + "\n")

@@ -33,7 +33,8 @@ class WorkerSettings:
     # in bench/results/stream.md); "faust" = Faust agents in the consumer group (partition
     # assignment across several workers on a real cluster)
     ingest: str = "direct"
-    idle_sleep_s: float = 0.005    # direct ingest: first pause after an empty fetch (doubles to 0.1 s)
+    idle_sleep_s: float = 0.005    # first pause after an empty fetch (the embedded broker answers at once) ...
+    idle_max_s: float = 0.02       # ... doubling up to this: a bar arriving while idle waits at most this long
 
 
 def create_app(s: WorkerSettings) -> tuple[faust.App, dict[str, faust.types.TopicT]]:

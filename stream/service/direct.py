@@ -65,10 +65,10 @@ async def direct_ingest(settings, router: Router, send) -> None:
                 hw = c.highwater(tp)
                 if hw is not None:
                     router.highwaters[(tp.topic, tp.partition)] = hw
-            if not batch:  # back off while idle (5 ms doubling to 0.1 s), straight back on data
+            if not batch:  # back off while idle (5 ms doubling to idle_max_s), straight back on data
                 c.pause(*tps)
                 await asyncio.sleep(idle)
-                idle = min(0.1, idle * 2)
+                idle = min(settings.idle_max_s, idle * 2)
                 c.resume(*tps)
                 continue
             idle = settings.idle_sleep_s

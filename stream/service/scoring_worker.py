@@ -42,7 +42,7 @@ async def serve_scoring_worker(settings, stage: ScoringStage, models_poll_s: flo
         tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [0])]
         c.assign(tps)
         await c.seek_to_beginning(*tps)
-        idle, last_poll = 0.005, time.monotonic()
+        idle, last_poll = settings.idle_sleep_s, time.monotonic()
         while not stop.is_set():
             batch = await c.getmany(timeout_ms=5, max_records=settings.batch_max)
             now = time.time()
@@ -58,9 +58,9 @@ async def serve_scoring_worker(settings, stage: ScoringStage, models_poll_s: flo
                     log.warning("registry poll failed: %s", e)
             if not batch:
                 await asyncio.sleep(idle)
-                idle = min(0.05, idle * 2)
+                idle = min(settings.idle_max_s, idle * 2)
             else:
-                idle = 0.005
+                idle = settings.idle_sleep_s
     finally:
         await c.stop()
         await send.close()

@@ -164,11 +164,11 @@ class SymbolWorker:
             c.seek(tp, self.pos[(tp.topic.rsplit(".", 1)[-1], tp.partition)])
         last_beat = last_snap = time.monotonic()
         snap_pos = dict(self.pos)
-        idle = 0.005
+        idle = self.settings.idle_sleep_s
         while not self.stop.is_set():
             batch = await c.getmany(timeout_ms=5, max_records=self.settings.batch_max)
             if batch:
-                idle = 0.005
+                idle = self.settings.idle_sleep_s
                 await self._handle(batch, send)
             now = time.monotonic()
             if now - last_beat >= 0.25 or not batch:
@@ -183,7 +183,7 @@ class SymbolWorker:
                 snap_pos, last_snap = dict(self.pos), now
             if not batch:
                 await asyncio.sleep(idle)
-                idle = min(0.1, idle * 2)
+                idle = min(self.settings.idle_max_s, idle * 2)
         if self.pos != snap_pos:
             await self._checkpoint(send)
 

@@ -11,19 +11,26 @@ Per bar:
    redelivery is skipped and counted; a conflicting one, a late, duplicate or out-of-order
    bar is dead-lettered); a rejected record goes to the dead-letter topic keyed by its source
    topic, with the reason, and changes nothing; a jump in ``seq`` raises a ``data_gap`` alert;
-2. buffered under its bar timestamp.
+2. the symbol's time-series state is stepped **at once** (``FeatureEngine.update_ts``, one
+   symbol, one compiled call, ~20 us) and its time-series row is buffered under the bar
+   timestamp (the per-symbol stage of the split mode, in process).
 
 A timestamp closes when every active symbol has delivered a bar at or after
-it (universe complete; for the very first timestamp, only once a later bar
-shows the first one is over); or when the input has been quiet (no bar at
-all) for ``grace_s`` seconds; or when more than ``max_pending`` later
-timestamps are already buffered (event-time watermark). Symbols that missed a
-timestamp closed by the last two rules become inactive until they deliver
+it (universe complete: the batch that brings the last active symbol's bar of ``t`` closes
+``t``, without waiting for a bar of the next timestamp; for the very first timestamp, whose
+universe is not known yet, only once a later bar shows the first one is over); or when the
+input has been quiet (no bar at all) for ``grace_s`` seconds; or when more than
+``max_pending`` later timestamps are already buffered (event-time watermark). Symbols that
+missed a timestamp closed by the last two rules become inactive until they deliver
 again. Quietness is measured on the input, not per timestamp, so a worker
 that lags behind its topic never closes a timestamp whose remaining bars are
-simply not read yet. Closing runs the incremental feature engine for all its symbols in one
-vectorized call, the market and cross-sectional stages, and the model, and
-emits one score per symbol keyed by (symbol, timestamp, model version).
+simply not read yet. Closing costs only the market stage and the cross-sectional transforms
+over the buffered rows (``FeatureEngine.cross_section``), the model, and one score per symbol
+keyed by (symbol, timestamp, model version). The results are those of stepping all symbols
+of ``t`` in one call at the close (a symbol's state evolves only with its own bars, bit for
+bit either way); point-in-time fundamentals and alt values apply at the symbol's first bar
+on/after their date *that arrives after them* (the direct ingest reads side topics before
+bars within each batch; replays publish them first).
 
 Sequence models (LSTM/Transformer in the bundle, ``Scorer.seq_len > 0``) read each symbol's
 last ``seq_len`` rows normalized against their own timestamp's cross-section. The pipeline
@@ -127,9 +134,14 @@ class ScoringPipeline:
             out += self._alert("data_gap", "warning", "missing_seq", bar.missing, 0, None,
                                rec["ts"], f"{sym}: {bar.missing} bar(s) missing before seq {rec['seq']} "
                                           f"(last seq {bar.prev_seq})", symbol=sym)
+        vals = {k: np.array([np.nan if rec.get(k) is None else float(rec[k])]) for k in BAR_KEYS}
+        try:
+            row = self.engine.update_ts(t, (sym,), vals, (int(rec["seq"]),))[0]
+        except OrderError as e:  # cannot happen after the admission checks; never crash the worker
+            return out + [self._dead("out_of_order", str(e), topic, partition, offset, raw)]
         self.max_seen = max(self.max_seen, t)
         self.active.add(sym)
-        self.pending.setdefault(t, {})[sym] = (rec, received)
+        self.pending.setdefault(t, {})[sym] = (row, vals["close"][0], received)
         self.last_input = max(self.last_input, received)
         return out
 
@@ -176,10 +188,9 @@ class ScoringPipeline:
         out: list[Output] = []
         while self.pending:
             t = min(self.pending)
-            floor = min((self.seen_ts.get(s, NAT) for s in self.active), default=NAT)
             # complete: every active symbol delivered t, and either a later bar was seen
             # (watermark) or a previous timestamp fixed the universe (not the very first one)
-            if floor >= t and (self.max_seen > t or self.last_closed != NAT):
+            if self._complete(t) and (self.max_seen > t or self.last_closed != NAT):
                 out += self._close(t)
             elif self._quiet(now) or len(self.pending) > self.cfg.max_pending + 1:
                 why = (f"input quiet for {self.cfg.grace_s}s" if self._quiet(now)
@@ -194,6 +205,15 @@ class ScoringPipeline:
             else:
                 break
         return out
+
+    def _complete(self, t: int) -> bool:
+        """Every active symbol delivered a bar at or after ``t`` (the oldest pending timestamp)."""
+        # each such symbol's latest bar is buffered under some pending timestamp >= t: fewer
+        # buffered bars than active symbols settles it without a scan (the common case while
+        # the bars of t are still arriving)
+        if sum(len(b) for b in self.pending.values()) < len(self.active):
+            return False
+        return min((self.seen_ts.get(s, NAT) for s in self.active), default=NAT) >= t
 
     def _quiet(self, now: float) -> bool:
         return self.busy == 0 and now - self.last_input >= self.cfg.grace_s
@@ -218,15 +238,10 @@ class ScoringPipeline:
 
     def _close(self, t: int) -> list[Output]:
         bucket = self.pending.pop(t)
-        syms = sorted(bucket)
-        recs = [bucket[s][0] for s in syms]
-        mat = np.array([[r.get("open"), r.get("high"), r.get("low"), r["close"], r["volume"]] for r in recs],
-                       dtype=np.float64)  # JSON null -> None -> NaN
-        bars = {k: mat[:, j] for j, k in enumerate(BAR_KEYS)}
-        try:
-            names, feats = self.engine.process_timestamp(t, syms, bars, [r["seq"] for r in recs])
-        except OrderError as e:  # cannot happen after the checks in on_bar; never crash the worker
-            return [self._dead("out_of_order", str(e), "bars", None, None, b"")]
+        names = sorted(bucket)
+        rows = [bucket[s] for s in names]
+        # the time-series rows were stepped as the bars arrived: the market and cross-sectional stages
+        feats = self.engine.cross_section(names, np.stack([r[0] for r in rows]))
         self.last_closed = t
         self.stats.timestamps_closed += 1
         self.stats.bars_applied += len(names)
@@ -242,7 +257,7 @@ class ScoringPipeline:
             self.ring.push([self.engine.slots[s] for s in names], feats, self.engine.capacity)
         if scorer is None or t <= self.suppress_until:
             return out
-        out += self._score(t, names, feats, scorer, [bucket[s][1] for s in names], bars["close"])
+        out += self._score(t, names, feats, scorer, [r[2] for r in rows], np.array([r[1] for r in rows]))
         return out
 
     def _score(self, t, names, feats, scorer, received, closes) -> list[Output]:
