@@ -128,6 +128,27 @@ def test_blend_contributions_add_up(trained):
     assert np.allclose(gap, gap.mean(), atol=1e-9)
 
 
+
+def test_blend_without_ml_tilt_skips_treeshap_exactly(trained, monkeypatch):
+    """With w = 0 the ML features get no share: the contributions are the same with or without TreeSHAP."""
+    import copy as _copy
+    root, _, feats, sectors = trained
+    s = load_scorer(root)
+    frame = feats.loc[[feats.index.get_level_values(0).unique()[-1]]]
+    X, g = frame[s.feature_names].to_numpy(), _groups(s, frame, sectors)
+    e = _copy.deepcopy(s.ensembles[5])
+    e.blend_.w_ = 0.0
+    inp = s.inputs(X, groups=g)
+    C, names, values = e.contributions(inp)
+    p = len(e.features_)
+    assert not C[:, :p].any() and C[:, p:].any()
+    for m in e.models_.values():              # the old path: TreeSHAP times w = 0
+        monkeypatch.setattr(m, "contributions", lambda A, _m=m: np.ones((len(A), p + 1)), raising=False)
+    e.blend_.w_ = 1e-300
+    C_shap, _, _ = e.contributions(inp)
+    np.testing.assert_array_equal(C[:, p:], C_shap[:, p:])
+    np.testing.assert_allclose(C_shap[:, :p], 0.0, atol=1e-290)
+
 def test_load_scorer_errors(trained, tmp_path):
     with pytest.raises(RegistryError, match="no version is promoted"):
         load_scorer(tmp_path / "empty")

@@ -213,8 +213,11 @@ class Ensemble:
         names = list(self.models_)
         w = (self.stacker_.coef_ if self.stacker_ is not None else np.full(len(names), 1.0 / len(names)))
         C = np.zeros((k, p))
+        # a blend whose ML tilt is 0 gives the ML features no share: skip TreeSHAP (exactly the same zeros;
+        # TreeSHAP of the 300-tree member is by far the costliest step of scoring a timestamp)
+        ml_counts = self.blend_ is None or self.blend_.w_ != 0.0
         for (n, m), wj in zip(self.models_.items(), w):
-            if n not in DEEP_NAMES and k and hasattr(m, "contributions"):
+            if ml_counts and n not in DEEP_NAMES and k and hasattr(m, "contributions"):
                 C += m.contributions(A)[:, :p] * wj
         values = inputs.raw(rows, self.features_) if hasattr(inputs, "raw") else A
         if self.blend_ is None:
