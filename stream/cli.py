@@ -83,7 +83,7 @@ def worker_cmd(
                                              "scoring: the universe-wide scoring stage over technic.features"),
     member: Optional[str] = typer.Option(None, help="--role symbol: static assignment i/N (partitions p % N == i)"),
     partitions: Optional[str] = typer.Option(None, help="--role symbol: static assignment, e.g. 0,3"),
-    checkpoint: float = typer.Option(5.0, min=0.05, help="--role symbol: seconds between state snapshots"),
+    checkpoint: float = typer.Option(5.0, min=0.05, help="--role symbol|scoring: seconds between state snapshots"),
     stall: float = typer.Option(60.0, help="--role scoring: seconds without progress after which a timestamp "
                                            "is scored without the partitions that did not report"),
 ):
@@ -119,7 +119,7 @@ def worker_cmd(
             from stream.stages.scoring import ScoringConfig, ScoringStage
             stage = ScoringStage(ModelSource(root, None), sectors=sectors,
                                  config=ScoringConfig(grace_s=grace, stall_s=stall, top_k=top_k))
-            asyncio.run(serve_scoring_worker(settings, stage))
+            asyncio.run(serve_scoring_worker(settings, stage, checkpoint_s=checkpoint))
         else:
             run_worker(settings, registry_root=root, sectors=sectors, pipeline_config=config, online=online)
     finally:
@@ -191,19 +191,21 @@ def parity_cmd(days: int = typer.Option(60, min=1, help="trading days to replay"
                                                           "mode, N per-symbol worker processes + 1 scoring worker"),
                partitions: int = typer.Option(6, min=1, help="split mode: partitions of the input topics"),
                chaos: Optional[str] = typer.Option(None, help="split mode: 'kill' SIGKILLs per-symbol worker 0 "
-                                                              "mid-replay and restarts it"),
+                                                              "mid-replay and restarts it; 'kill-scoring' the "
+                                                              "scoring worker"),
                rate: Optional[float] = typer.Option(None, min=1.0, help="publish at most this many bars/s "
                                                     "(default: as fast as possible; 1500 with --chaos)")):
     """Replay N days x M symbols through the real broker and worker(s); compare every score with batch."""
     from stream.tools.parity import run_stream_parity
-    if chaos not in (None, "kill"):
-        raise typer.BadParameter(f"--chaos {chaos!r}: expected 'kill'")
+    from stream.tools.parity import CHAOS
+    if chaos is not None and chaos not in CHAOS:
+        raise typer.BadParameter(f"--chaos {chaos!r}: expected one of {', '.join(CHAOS)}")
     if chaos and not symbol_workers:
         raise typer.BadParameter("--chaos needs the split mode (--symbol-workers N)")
     rep = run_stream_parity(days=days, symbols=symbols, data=data, registry=registry, bootstrap=bootstrap,
                             symbol_workers=symbol_workers, partitions=partitions, chaos=chaos, rate=rate)
     print(json.dumps(rep, indent=None if as_json else 1))
-    if rep["n_missing"] or rep["n_conflicting"] or rep["max_abs_diff"] > 1e-6:
+    if rep["n_missing"] or rep["n_duplicate"] or rep["n_conflicting"] or rep["max_abs_diff"] > 1e-6:
         raise SystemExit(1)
 
 

@@ -1,10 +1,21 @@
 """`technic-stream worker --role scoring`: the scoring stage over ``technic.features``.
 
-One ordered consumer of the features topic (one partition) from its beginning: the market
-state it keeps (per-symbol beta, correlation to the market) is a fold over every timestamp in
-order, so a restarted scoring worker rebuilds it by replaying the features topic; re-emitted
-scores are identical (pure function of model version and bars up to t) and consumers
-de-duplicate them by key. The registry is polled for promoted models every 2 s.
+1. **Restore.** Reads the snapshot topic and loads the latest scoring snapshot (key ``scoring``,
+   ``stream.stages.scoring_checkpoint``): the market state of every symbol, the history ring, the
+   open timestamps' rows, the watermarks and the last closed timestamp, with the features offsets
+   they reflect. Without one (or with one this registry cannot take: another feature registry or
+   format, logged) it reads the features topic from its beginning.
+2. **Live.** One ordered consumer of the features topic from those offsets; every handled batch's
+   outputs (scores, alerts) are acknowledged before the next batch. Every ``checkpoint_s``
+   seconds with progress, and on SIGTERM, it writes a snapshot, always *after* the scores of the
+   timestamps it has closed were acknowledged, so a snapshot never covers an unsent score.
+
+After a crash the records after the snapshot are read again: rows of timestamps the snapshot had
+already closed are dropped, the others rebuild the open timestamps exactly, and the timestamps
+closed between the snapshot and the crash are scored again with identical values (a score is a
+pure function of model version and bars up to t; consumers de-duplicate on symbol|ts|model_version).
+Recovery time is bounded by the checkpoint interval, not by the features topic. The registry is
+polled for promoted models every 2 s.
 """
 
 from __future__ import annotations
@@ -19,50 +30,119 @@ from aiokafka import TopicPartition
 from stream.io.kafka import new_consumer
 from stream.io.output import OutputSender
 from stream.io.topics_config import topic_name
+from stream.service.snapshots import SNAPSHOT_MAX_BYTES, scan_snapshots
 from stream.service.web import serve_health
+from stream.stages import scoring_checkpoint
 from stream.stages.scoring import ScoringStage
 
 log = logging.getLogger("technic.worker")
 
 
-async def serve_scoring_worker(settings, stage: ScoringStage, models_poll_s: float = 2.0) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, stop.set)
-    boot = settings.bootstrap
-    c = new_consumer(boot, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024,
-                     auto_offset_reset="earliest")
-    await c.start()
-    send = OutputSender(boot)
-    runner = await serve_health(settings.web_bind, settings.web_port, lambda: {"role": "scoring", **stage.status()})
-    try:
-        name = topic_name("features")
-        await c.topics()
-        tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [0])]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        idle, last_poll = settings.idle_sleep_s, time.monotonic()
-        while not stop.is_set():
-            batch = await c.getmany(timeout_ms=5, max_records=settings.batch_max)
+class ScoringWorker:
+    def __init__(self, settings, stage: ScoringStage, checkpoint_s: float | None = 5.0, models_poll_s: float = 2.0):
+        self.settings, self.stage = settings, stage
+        self.checkpoint_s = checkpoint_s          # None: no snapshots (and no restore)
+        self.models_poll_s = models_poll_s
+        self.pos: dict[int, int] = {}             # features partition -> next offset to read
+        self.restore_s = None
+        self.restored_from: dict[int, int] | None = None
+        self.snapshots_written = 0
+        self.stop = asyncio.Event()
+
+    def status(self) -> dict:
+        return {"role": "scoring", "restore_s": self.restore_s, "restored_from": self.restored_from,
+                "snapshots_written": self.snapshots_written, **self.stage.status()}
+
+    async def _restore(self) -> dict[int, int]:
+        t0 = time.perf_counter()
+        offsets: dict[int, int] = {}
+        if self.checkpoint_s is not None:
+            snaps = await scan_snapshots(self.settings.bootstrap, scoring_checkpoint.decode)
+            if snaps:
+                try:
+                    offsets = self.stage.restore(snaps[-1])
+                    self.restored_from = offsets
+                except ValueError as e:
+                    if self.stage.engine.slots:   # failed halfway: nothing safe to go on with
+                        raise
+                    log.warning("scoring snapshot not restored (%s): replaying the features topic from its "
+                                "beginning", e)
+        self.restore_s = round(time.perf_counter() - t0, 3)
+        log.info("scoring worker: restored %s in %.3f s", offsets or "nothing", self.restore_s)
+        return offsets
+
+    async def run(self) -> None:
+        boot = self.settings.bootstrap
+        c = new_consumer(boot, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024,
+                         auto_offset_reset="earliest")
+        await c.start()
+        send = OutputSender(boot, max_request_size=SNAPSHOT_MAX_BYTES)
+        runner = None
+        try:
+            offsets = await self._restore()
+            runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
+            name = topic_name("features")
+            await c.topics()
+            tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [0])]
+            c.assign(tps)
+            for tp in tps:
+                if tp.partition in offsets:
+                    c.seek(tp, offsets[tp.partition])
+                else:
+                    await c.seek_to_beginning(tp)
+                self.pos[tp.partition] = offsets.get(tp.partition, 0)
+            await self._live(c, send)
+        finally:
+            await c.stop()
+            await send.close()
+            if runner is not None:
+                await runner.cleanup()
+
+    async def _live(self, c, send) -> None:
+        stage = self.stage
+        idle, last_poll, last_snap = self.settings.idle_sleep_s, time.monotonic(), time.monotonic()
+        snapped = (dict(self.pos), stage.last_closed)
+        while not self.stop.is_set():
+            batch = await c.getmany(timeout_ms=5, max_records=self.settings.batch_max)
             now = time.time()
-            outs = [o for tp in sorted(batch) for m in batch[tp]
-                    for o in stage.on_record(m.value, tp.topic, tp.partition, m.offset, None)]
+            outs = []
+            for tp in sorted(batch):
+                for m in batch[tp]:
+                    if m.offset < self.pos.get(tp.partition, 0):
+                        continue
+                    self.pos[tp.partition] = m.offset + 1
+                    outs += stage.on_record(m.value, tp.topic, tp.partition, m.offset, None)
             outs += stage.poll(now)
-            await send(outs)
-            if time.monotonic() - last_poll >= models_poll_s:
-                last_poll = time.monotonic()
+            await send(outs)            # acknowledged: the state below covers only sent scores
+            mono = time.monotonic()
+            if (self.checkpoint_s is not None and mono - last_snap >= self.checkpoint_s
+                    and (dict(self.pos), stage.last_closed) != snapped):
+                await self._checkpoint(send)
+                snapped, last_snap = (dict(self.pos), stage.last_closed), mono
+            if mono - last_poll >= self.models_poll_s:
+                last_poll = mono
                 try:
                     stage.models.poll_registry()
                 except Exception as e:  # a broken registry must not stop scoring with the current model
                     log.warning("registry poll failed: %s", e)
             if not batch:
                 await asyncio.sleep(idle)
-                idle = min(settings.idle_max_s, idle * 2)
+                idle = min(self.settings.idle_max_s, idle * 2)
             else:
-                idle = settings.idle_sleep_s
-    finally:
-        await c.stop()
-        await send.close()
-        await runner.cleanup()
-    log.info("scoring worker stopped: %s", stage.status())
+                idle = self.settings.idle_sleep_s
+        if self.checkpoint_s is not None and (dict(self.pos), stage.last_closed) != snapped:
+            await self._checkpoint(send)
+
+    async def _checkpoint(self, send) -> None:
+        await send([self.stage.snapshot(dict(self.pos))])
+        self.snapshots_written += 1
+
+
+async def serve_scoring_worker(settings, stage: ScoringStage, checkpoint_s: float | None = 5.0,
+                               models_poll_s: float = 2.0) -> None:
+    w = ScoringWorker(settings, stage, checkpoint_s, models_poll_s)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, w.stop.set)
+    await w.run()
+    log.info("scoring worker stopped: %s", w.status())

@@ -28,42 +28,18 @@ from stream.io.kafka import new_consumer
 from stream.io.output import OutputSender
 from stream.io.topics_config import topic_name
 from stream.service.assignment import assigned
+from stream.service.snapshots import SNAPSHOT_MAX_BYTES, scan_snapshots
 from stream.service.web import serve_health
 from stream.stages.checkpoint import SIDE_KINDS, decode_snapshot, restore, snapshot
 from stream.stages.symbol import SymbolStage
 
 log = logging.getLogger("technic.worker")
-SNAPSHOT_MAX_BYTES = 32 * 1024 * 1024
 
 
 async def latest_snapshots(bootstrap: str, partitions) -> dict[int, dict]:
     """The last snapshot per owned partition on the snapshot topic."""
-    name = topic_name("snapshots")
-    c = new_consumer(bootstrap, auto_offset_reset="earliest", max_partition_fetch_bytes=SNAPSHOT_MAX_BYTES,
-                     fetch_max_bytes=SNAPSHOT_MAX_BYTES)
-    await c.start()
-    out: dict[int, dict] = {}
-    try:
-        if name not in await c.topics():
-            return out
-        tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [])]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        ends = await c.end_offsets(tps)
-        todo = {tp for tp in tps if ends[tp] > 0}
-        while todo:
-            batch = await c.getmany(*todo, timeout_ms=1000)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    v = decode_snapshot(m.value) if m.offset < ends[tp] else None
-                    if v is not None and int(v["partition"]) in partitions:
-                        out[int(v["partition"])] = v
-            for tp in list(todo):
-                if await c.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-    finally:
-        await c.stop()
-    return out
+    return {int(v["partition"]): v for v in await scan_snapshots(bootstrap, decode_snapshot)
+            if int(v["partition"]) in partitions}
 
 
 class SymbolWorker:

@@ -37,6 +37,7 @@ from technic.features.incremental import NAT, FeatureEngine
 from stream.io.codecs import deadletter_record
 from stream.io.output import Output
 from stream.io.timestamps import ts_ns, ts_string
+from stream.stages import scoring_checkpoint
 from stream.stages.alerts import AlertGate, make_alert
 from stream.stages.history import FeatureHistory
 from stream.stages.models import ModelSource
@@ -73,6 +74,7 @@ class ScoringStage:
         self.late_rows = 0
         self.gate = AlertGate(self.cfg.alert_cooldown)
         self.ring = FeatureHistory(len(R.FEATURE_NAMES), self.cfg.history_len, self.engine.capacity)
+        self.restored_model: str | None = None   # model version a restored snapshot was written under
 
     # -- input ---------------------------------------------------------------------------
     def on_record(self, raw: bytes, topic="features", partition=None, offset=None,
@@ -164,6 +166,11 @@ class ScoringStage:
         if swapped:
             out += self._alert("model_reload", "info", "model_version", None, None, None, ts_string(t),
                                f"switched to model {swapped}")
+        elif self.restored_model is not None and self.restored_model != self.models.version:
+            out += self._alert("model_reload", "info", "model_version", None, None, None, ts_string(t),
+                               f"restored state was scored by model {self.restored_model}; "
+                               f"now scoring with {self.models.version}")
+        self.restored_model = None
         scorer = self.models.current
         seq_len = int(getattr(scorer, "seq_len", 0) or 0)
         self.ring.reserve(seq_len)
@@ -177,6 +184,15 @@ class ScoringStage:
                                self.cfg.top_k, self.extensions, self.stats)
         self.stats.latency.observe(self.clock() - np.array([bucket[s][2] for s in names]))
         return out
+
+    # -- checkpoints (stream.stages.scoring_checkpoint) -------------------------------------
+    def snapshot(self, offsets: dict[int, int]) -> Output:
+        """The whole state as one snapshot record, with the features offsets it reflects."""
+        return scoring_checkpoint.snapshot(self, offsets)
+
+    def restore(self, snap: dict) -> dict[int, int]:
+        """Load a snapshot into this fresh stage; return the features offsets to resume from."""
+        return scoring_checkpoint.restore(self, snap)
 
     def _alert(self, type_, severity, metric, value, threshold, window, ts, message, symbol=None) -> list[Output]:
         if not self.gate.allow((type_, symbol, None), self.stats.timestamps_closed):

@@ -9,9 +9,11 @@ quick model trained on the two years *before* the replayed window and
 registered in a temporary registry.
 
 Report: ``n_expected`` (bars replayed = scores the batch path produces),
-``n_scores`` (distinct score keys received), ``n_missing``, ``n_duplicate``
-(extra copies of a key: harmless re-emissions, consumers de-duplicate),
-``n_conflicting`` (keys whose copies differ: must be 0), ``max_abs_diff``.
+``n_scores`` (distinct score keys received), ``n_missing``, and for keys received more than once:
+``n_reemitted`` (extra copies identical to the first in every field but ``emit_time``: a
+restarted scoring worker scoring again the timestamps it had closed after its last snapshot;
+harmless, consumers de-duplicate on symbol|ts|model_version), ``n_duplicate`` (extra copies that
+differ from the first: must be 0) and ``n_conflicting`` (keys with such a copy), ``max_abs_diff``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+CHAOS = {"kill": 0, "kill-scoring": "scoring"}   # --chaos mode -> the worker SIGKILLed and restarted
 
 
 def expected_scores(bars, fund, secs, scorer) -> dict[tuple[str, str], dict[int, float]]:
@@ -45,20 +50,27 @@ def expected_scores(bars, fund, secs, scorer) -> dict[tuple[str, str], dict[int,
 
 def compare_scores(expected: dict, received: list[dict]) -> dict:
     got: dict = {}
-    dup = conflict = 0
+    first: dict = {}
+    dup = same = 0
+    conflicting: set = set()
     for v in received:
         k = (v["symbol"], v["ts"])
         val = {int(h[:-1]): x for h, x in v["scores"].items()}
+        whole = {f: x for f, x in v.items() if f != "emit_time"}
         if k in got:
-            dup += 1
-            conflict += got[k] != val
+            if whole == first[k]:
+                same += 1
+            else:
+                dup += 1
+                conflicting.add(k)
         else:
-            got[k] = val
+            got[k], first[k] = val, whole
     missing = [k for k in expected if k not in got]
     extra = [k for k in got if k not in expected]
     diffs = [abs(got[k][h] - e[h]) for k, e in expected.items() if k in got for h in e]
     return {"n_expected": len(expected), "n_scores": len(got), "n_missing": len(missing),
-            "n_unexpected": len(extra), "n_duplicate": dup, "n_conflicting": conflict,
+            "n_unexpected": len(extra), "n_duplicate": dup, "n_reemitted": same,
+            "n_conflicting": len(conflicting),
             "max_abs_diff": float(max(diffs, default=0.0)), "missing_examples": [list(k) for k in missing[:5]]}
 
 
@@ -68,7 +80,9 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
     """One-process mode (``symbol_workers=0``: one worker process) or the split mode
     (``symbol_workers`` per-symbol worker processes + 1 scoring worker, ``partitions`` input
     partitions, static assignment). ``chaos="kill"``: per-symbol worker 0 is SIGKILLed mid-replay
-    (after its first snapshot) and restarted; the report adds ``restarts`` and ``restore_s``."""
+    (after its first snapshot) and restarted; ``chaos="kill-scoring"``: the scoring worker likewise
+    (it restores its snapshot and reads the features topic from that snapshot's offset); the report
+    adds ``restarts`` and ``restore_s``."""
     from technic.commands.features import load_inputs
     from technic.data import sector_map
     from technic.models.scoring import load_scorer
@@ -124,15 +138,15 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
         if split:
             from .split_run import SplitTopology
             topo = SplitTopology(boot, registry, work, env, symbol_workers, securities=secs_file,
-                                 checkpoint_s=0.5)
+                                 checkpoint_s=0.5, scoring_checkpoint_s=0.5)
             topo.start()
         else:
             worker = spawn(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"))
             wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
         t1 = time.time()
         recs = list(bar_records(replay))
-        if chaos == "kill" and split:
-            chaos_rep = _publish_with_kill(boot, recs, topo, rate or 1500.0)
+        if chaos in CHAOS and split:
+            chaos_rep = _publish_with_kill(boot, recs, topo, rate or 1500.0, CHAOS[chaos])
         else:
             asyncio.run(publish(boot, recs, rate=rate, window=max(50, int(rate // 10)) if rate else 5000))
         received: list[dict] = []
@@ -164,9 +178,11 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _publish_with_kill(boot, recs, topo, rate: float) -> dict:
-    """Publish at ``rate`` bars/s in a thread; once per-symbol worker 0 has written a snapshot and
-    applied bars, SIGKILL it and start it again while the replay goes on."""
+def _publish_with_kill(boot, recs, topo, rate: float, target=0) -> dict:
+    """Publish at ``rate`` bars/s in a thread; once worker ``target`` (per-symbol worker 0, or
+    "scoring") has written a snapshot and applied bars (the scoring worker: a third of the replay,
+    so that its restored market state and open timestamps are not trivial), SIGKILL it and start
+    it again while the replay goes on."""
     import threading
 
     from .publisher import publish
@@ -175,21 +191,27 @@ def _publish_with_kill(boot, recs, topo, rate: float) -> dict:
     th = threading.Thread(target=lambda: (asyncio.run(publish(boot, recs, rate=rate, window=window)), done.set()),
                           daemon=True)
     th.start()
+    name = topo.name_of(target)
+    min_bars = len(recs) // 3 if target == "scoring" else 0
     killed_at = None
-    while not done.is_set():
+    while True:   # the scoring worker lags the publisher: it may still be mid-replay once publishing ends
+        finished = done.is_set()
         try:
-            st = topo.status("symbol0")
+            st = topo.status(name)
         except OSError:  # busy with a batch: ask again
             continue
-        if st.get("snapshots_written", 0) >= 1 and st.get("bars_applied", 0) > 0:
+        if st.get("snapshots_written", 0) >= 1 and st.get("bars_applied", 0) > min_bars:
             killed_at = st.get("bars_applied")
             break
+        if finished and (target != "scoring" or st.get("bars_applied", 0) >= len(recs)):
+            break
         time.sleep(0.1)
-    if killed_at is None:
-        raise RuntimeError("the replay ended before worker 0 wrote a snapshot: lower --rate")
-    topo.kill(0)
+    if killed_at is None or killed_at >= len(recs):
+        raise RuntimeError(f"the replay ended before {name} wrote a snapshot: lower --rate")
+    topo.kill(target)
     time.sleep(1.0)  # the rest of the topology goes on without it
-    topo.restart(0)
+    topo.restart(target)
     th.join()
-    return {"chaos": "kill", "restarts": topo.restarts, "restore_s": topo.restore_s,
-            "killed_after_bars": killed_at, "restored_from": topo.status("symbol0").get("restored_from")}
+    return {"chaos": next(k for k, v in CHAOS.items() if v == target), "killed": name, "restarts": topo.restarts,
+            "restore_s": topo.restore_s, "killed_after_bars": killed_at,
+            "restored_from": topo.status(name).get("restored_from")}

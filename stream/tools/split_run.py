@@ -2,8 +2,10 @@
 
 Used by ``technic-stream parity --symbol-workers N`` and the benchmarks. Static partition
 assignment (``--member i/N``): the embedded broker's group coordinator freezes after a crash.
-``kill(i)`` SIGKILLs per-symbol worker ``i``; ``restart(i)`` starts it again (it restores its
-partitions' latest snapshots and replays only the input after them).
+``kill(i)`` SIGKILLs per-symbol worker ``i`` (``kill("scoring")``: the scoring worker);
+``restart(i)`` starts it again (it restores the latest snapshots of its partitions, or the scoring
+snapshot, and replays only the input after them). Per-symbol workers checkpoint every ``checkpoint_s``, the
+scoring worker every ``scoring_checkpoint_s`` (None: the CLI's default).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ def health(port: int) -> dict:
 
 class SplitTopology:
     def __init__(self, bootstrap: str, registry, work: Path, env: dict, n_symbol: int, securities=None,
-                 checkpoint_s: float = 1.0, grace_s: float = 2.0, extra=()):
+                 checkpoint_s: float = 1.0, grace_s: float = 2.0, extra=(), scoring_checkpoint_s: float | None = None):
         self.boot, self.registry, self.work, self.env = bootstrap, registry, Path(work), env
         self.n = n_symbol
         self.securities = securities
         self.checkpoint_s, self.grace_s = checkpoint_s, grace_s
+        self.scoring_checkpoint_s = scoring_checkpoint_s
         self.extra = list(extra)
         self.procs: dict = {}
         self.ports: dict = {}
@@ -43,6 +46,8 @@ class SplitTopology:
                "--no-drift", "--log-text"]
         if member is not None:
             cmd += ["--member", f"{member}/{self.n}", "--checkpoint", str(self.checkpoint_s)]
+        elif self.scoring_checkpoint_s is not None:
+            cmd += ["--checkpoint", str(self.scoring_checkpoint_s)]
         if self.securities:
             cmd += ["--securities", str(self.securities)]
         return cmd + self.extra
@@ -59,15 +64,22 @@ class SplitTopology:
         for name, p in self.procs.items():
             wait_http(f"http://127.0.0.1:{self.ports[name]}/health", timeout_s, p)
 
-    def kill(self, i: int) -> None:
-        p = self.procs[f"symbol{i}"]
+    @staticmethod
+    def name_of(i) -> str:
+        return "scoring" if i == "scoring" else f"symbol{i}"
+
+    def kill(self, i) -> None:
+        p = self.procs[self.name_of(i)]
         p.send_signal(signal.SIGKILL)
         p.wait()
 
-    def restart(self, i: int, timeout_s: float = 180) -> float:
-        """Start worker ``i`` again; return its ``restore_s`` (snapshot read and loaded)."""
-        name = f"symbol{i}"
-        self._spawn(name, "symbol", i)
+    def restart(self, i, timeout_s: float = 180) -> float:
+        """Start worker ``i`` (or "scoring") again; return its ``restore_s`` (snapshot read and loaded)."""
+        name = self.name_of(i)
+        if i == "scoring":
+            self._spawn(name, "scoring")
+        else:
+            self._spawn(name, "symbol", i)
         wait_http(f"http://127.0.0.1:{self.ports[name]}/health", timeout_s, self.procs[name])
         self.restarts += 1
         r = float(health(self.ports[name])["restore_s"])

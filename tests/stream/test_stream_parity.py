@@ -23,5 +23,5 @@ def test_stream_parity_60_days_100_symbols(broker, tmp_path):
     assert rep["n_expected"] >= 6000
     assert rep["n_missing"] == 0, rep
     assert rep["n_unexpected"] == 0
-    assert rep["n_duplicate"] == 0 and rep["n_conflicting"] == 0
+    assert rep["n_duplicate"] == 0 and rep["n_reemitted"] == 0 and rep["n_conflicting"] == 0
     assert rep["max_abs_diff"] <= 1e-6
