@@ -23,13 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from technic.features.incremental import NAT
 
-from stream.io.codecs import RecordError, decode
+from stream.io.codecs import RecordError, decode, parse_ts
 from stream.stages.redelivery import CONFLICT, NEVER_APPLIED, SeqDigests, bar_digest
 from stream.io.timestamps import ts_ns, ts_string
 
 NO_KEY = object()  # "this record did not come from Kafka": the key is not checked
+BAR_KEYS = ("open", "high", "low", "close", "volume")
 
 
 def check_key(kind: str, rec: dict, key) -> None:
@@ -44,6 +47,26 @@ def check_key(kind: str, rec: dict, key) -> None:
     if text != sym:
         raise RecordError("key_mismatch", f"{kind} record for {sym} has key {text[:40]!r}; records are keyed "
                                           f"by symbol (the key decides the partition, hence per-symbol order)")
+
+
+def bar_values(rec: dict) -> dict[str, np.ndarray]:
+    """An admitted bar's fields as the one-row arrays ``FeatureEngine.update_ts`` takes (null -> NaN)."""
+    return {k: np.array([np.nan if rec.get(k) is None else float(rec[k])]) for k in BAR_KEYS}
+
+
+def apply_side_record(engine, kind: str, raw: bytes, key, max_payload: int) -> str:
+    """Decode, key-check and apply one ``fundamentals`` or ``alt`` record to ``engine``; its symbol.
+    Every rejection is a RecordError (a value the engine refuses: ``sanity``)."""
+    try:
+        rec = decode(kind, raw, max_bytes=max_payload)
+        check_key(kind, rec, key)
+        if kind == "fundamentals":
+            engine.add_fundamental(rec["symbol"], rec["available_from"], rec["period_end"], rec["fields"])
+        else:
+            engine.add_alt(rec["symbol"], parse_ts(rec["ts"]).replace(tzinfo=None), rec["field"], rec["value"])
+    except (ValueError, TypeError) as e:
+        raise RecordError("sanity", f"{kind}: {e}") from e
+    return rec["symbol"]
 
 
 @dataclass
@@ -96,3 +119,16 @@ class BarAdmission:
         self.seen_ts[sym] = t
         self.digests.add(sym, seq, bar_digest(t, rec))
         return Admitted(rec, t, missing, prev)
+
+    def admit_counted(self, raw: bytes, key, last_closed: int, stats) -> Admitted | None:
+        """``admit``, counting exact redeliveries (``stats.redelivered``) and conflicting ones
+        (``stats.conflicting_redeliveries``) on the caller's stats."""
+        try:
+            bar = self.admit(raw, key, last_closed)
+        except RecordError as e:
+            if e.reason_code == "conflicting_redelivery":
+                stats.conflicting_redeliveries += 1
+            raise
+        if bar is None:
+            stats.redelivered += 1
+        return bar

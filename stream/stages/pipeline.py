@@ -56,16 +56,15 @@ from technic.features import registry as R
 from technic.features.batch import sector_codes
 from technic.features.incremental import NAT, FeatureEngine
 
-from stream.stages.admission import NO_KEY, BarAdmission, check_key
+from stream.stages.admission import NO_KEY, BarAdmission, apply_side_record, bar_values
 from stream.stages.alerts import AlertGate, make_alert
-from stream.io.codecs import RecordError, decode, deadletter_record, parse_ts
+from stream.io.codecs import RecordError, decode, deadletter_record
 from stream.io.output import Output
 from stream.stages.history import FeatureHistory
 from stream.stages.models import ModelSource
 from stream.stages.records import ExtensionResult, Stats, feature_columns, score_timestamp  # noqa: F401 (re-exported)
 from stream.io.timestamps import ts_ns, ts_string  # noqa: F401 (ts_ns re-exported)
 
-BAR_KEYS = ("open", "high", "low", "close", "volume")
 
 
 @dataclass
@@ -119,13 +118,10 @@ class ScoringPipeline:
         self.stats.bars_in += 1
         received = self.clock() if received is None else received
         try:
-            bar = self.admission.admit(raw, key, self.last_closed)
+            bar = self.admission.admit_counted(raw, key, self.last_closed, self.stats)
         except RecordError as e:
-            if e.reason_code == "conflicting_redelivery":
-                self.stats.conflicting_redeliveries += 1
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
         if bar is None:
-            self.stats.redelivered += 1
             return []
         rec, t, sym = bar.rec, bar.t, bar.rec["symbol"]
         out = []
@@ -134,7 +130,7 @@ class ScoringPipeline:
             out += self._alert("data_gap", "warning", "missing_seq", bar.missing, 0, None,
                                rec["ts"], f"{sym}: {bar.missing} bar(s) missing before seq {rec['seq']} "
                                           f"(last seq {bar.prev_seq})", symbol=sym)
-        vals = {k: np.array([np.nan if rec.get(k) is None else float(rec[k])]) for k in BAR_KEYS}
+        vals = bar_values(rec)
         try:
             row = self.engine.update_ts(t, (sym,), vals, (int(rec["seq"]),))[0]
         except OrderError as e:  # cannot happen after the admission checks; never crash the worker
@@ -147,24 +143,16 @@ class ScoringPipeline:
 
     def on_fundamental(self, raw: bytes, topic="fundamentals", partition=None, offset=None, key=NO_KEY) -> list[Output]:
         try:
-            rec = decode("fundamentals", raw, max_bytes=self.cfg.max_payload)
-            check_key("fundamentals", rec, key)
-            self.engine.add_fundamental(rec["symbol"], rec["available_from"], rec["period_end"], rec["fields"])
+            apply_side_record(self.engine, "fundamentals", raw, key, self.cfg.max_payload)
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
-        except (ValueError, TypeError) as e:
-            return [self._dead("sanity", f"fundamentals: {e}", topic, partition, offset, raw)]
         return []
 
     def on_alt(self, raw: bytes, topic="alt", partition=None, offset=None, key=NO_KEY) -> list[Output]:
         try:
-            rec = decode("alt", raw, max_bytes=self.cfg.max_payload)
-            check_key("alt", rec, key)
-            self.engine.add_alt(rec["symbol"], parse_ts(rec["ts"]).replace(tzinfo=None), rec["field"], rec["value"])
+            apply_side_record(self.engine, "alt", raw, key, self.cfg.max_payload)
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
-        except (ValueError, TypeError) as e:
-            return [self._dead("sanity", f"alt: {e}", topic, partition, offset, raw)]
         return []
 
     def on_control(self, raw: bytes, topic="control", partition=None, offset=None, key=None) -> list[Output]:

@@ -31,18 +31,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from technic.errors import OrderError
 from technic.features.incremental import NAT, FeatureEngine
 
-from stream.io.codecs import RecordError, deadletter_record, decode, parse_ts
+from stream.io.codecs import RecordError, deadletter_record
 from stream.io.output import Output
 from stream.io.timestamps import ts_string
-from stream.stages.admission import NO_KEY, BarAdmission, check_key
+from stream.stages.admission import NO_KEY, BarAdmission, apply_side_record, bar_values
 from stream.stages.records import Stats
 
-BAR_KEYS = ("open", "high", "low", "close", "volume")
 
 
 @dataclass
@@ -69,16 +66,13 @@ class SymbolStage:
                received: float | None = None, key=NO_KEY) -> list[Output]:
         self.stats.bars_in += 1
         try:
-            bar = self.admission.admit(raw, key, NAT)
+            bar = self.admission.admit_counted(raw, key, NAT, self.stats)
         except RecordError as e:
-            if e.reason_code == "conflicting_redelivery":
-                self.stats.conflicting_redeliveries += 1
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
         if bar is None:
-            self.stats.redelivered += 1
             return []
         rec, t, sym = bar.rec, bar.t, bar.rec["symbol"]
-        vals = {k: np.array([np.nan if rec.get(k) is None else float(rec[k])]) for k in BAR_KEYS}
+        vals = bar_values(rec)
         try:
             row = self.engine.update_ts(t, [sym], vals, [int(rec["seq"])])[0]
         except OrderError as e:  # admission already checked the order; never crash the worker
@@ -95,26 +89,16 @@ class SymbolStage:
 
     def on_fundamental(self, raw: bytes, topic="fundamentals", partition=0, offset=None, key=NO_KEY) -> list[Output]:
         try:
-            rec = decode("fundamentals", raw, max_bytes=self.cfg.max_payload)
-            check_key("fundamentals", rec, key)
-            self.engine.add_fundamental(rec["symbol"], rec["available_from"], rec["period_end"], rec["fields"])
-            self.partition_of[rec["symbol"]] = partition
+            self.partition_of[apply_side_record(self.engine, "fundamentals", raw, key, self.cfg.max_payload)] = partition
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
-        except (ValueError, TypeError) as e:
-            return [self._dead("sanity", f"fundamentals: {e}", topic, partition, offset, raw)]
         return []
 
     def on_alt(self, raw: bytes, topic="alt", partition=0, offset=None, key=NO_KEY) -> list[Output]:
         try:
-            rec = decode("alt", raw, max_bytes=self.cfg.max_payload)
-            check_key("alt", rec, key)
-            self.engine.add_alt(rec["symbol"], parse_ts(rec["ts"]).replace(tzinfo=None), rec["field"], rec["value"])
-            self.partition_of[rec["symbol"]] = partition
+            self.partition_of[apply_side_record(self.engine, "alt", raw, key, self.cfg.max_payload)] = partition
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
-        except (ValueError, TypeError) as e:
-            return [self._dead("sanity", f"alt: {e}", topic, partition, offset, raw)]
         return []
 
     # -- watermarks -----------------------------------------------------------------------
