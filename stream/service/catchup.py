@@ -24,46 +24,11 @@ from __future__ import annotations
 import time
 
 import orjson
-from aiokafka import TopicPartition
 
 from stream.io.codecs import parse_ts
-from stream.io.kafka import new_consumer
+from stream.io.topic_reader import read_to_end
 from stream.io.topics_config import topic_name
 from stream.service.router import Router, process_batch
-
-
-async def _read_all(bootstrap: str, topic: str, on_batch) -> int:
-    """Read a topic from the beginning to its end offsets (at call time) without a group.
-
-    ``on_batch(messages)`` is awaited for each fetched batch, in offset order per partition.
-    """
-    c = new_consumer(bootstrap, auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
-    await c.start()
-    n = 0
-    try:
-        if topic not in await c.topics():  # also refreshes the metadata
-            return 0
-        parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return 0
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        ends = await c.end_offsets(tps)
-        todo = {tp for tp in tps if ends[tp] > 0}
-        while todo:
-            batch = await c.getmany(*todo, timeout_ms=1000, max_records=20000)
-            for tp, msgs in batch.items():
-                msgs = [m for m in msgs if m.offset < ends[tp]]
-                if msgs:
-                    await on_batch(msgs)
-                    n += len(msgs)
-            for tp in list(todo):
-                if await c.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-    finally:
-        await c.stop()
-    return n
 
 
 async def catch_up(bootstrap: str, router: Router, send) -> dict:
@@ -90,8 +55,8 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
             except Exception:
                 continue
 
-    await _read_all(bootstrap, topic_name("scores"), on_scores)
-    await _read_all(bootstrap, topic_name("deadletter"), on_dead)
+    await read_to_end(bootstrap, topic_name("scores"), on_scores)
+    await read_to_end(bootstrap, topic_name("deadletter"), on_dead)
     p = router.pipeline
     if last_score["ts"] is not None:
         from technic.features.incremental import to_ns
@@ -105,7 +70,7 @@ async def catch_up(bootstrap: str, router: Router, send) -> dict:
         counts["scores_emitted"] += sum(o.kind == "scores" for o in outs)
 
     for kind in ("fundamentals", "alt", "bars"):
-        counts[kind] = await _read_all(bootstrap, topic_name(kind), feed)
+        counts[kind] = await read_to_end(bootstrap, topic_name(kind), feed)
     router.alerts_until = None
     router.catchup_done = True
     counts["seconds"] = round(time.time() - t0, 2)

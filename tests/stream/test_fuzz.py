@@ -359,7 +359,7 @@ def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  #
     from stream.tools.publisher import publish
     from stream.tools.tail import tail
     from stream.io.topics_config import create_topics, topic_name, topic_specs
-    from stream.service.catchup import _read_all
+    from stream.io.topic_reader import read_to_end
 
     ctx = prepare(data, N_DAYS_BROKER)
     prefix = f"fz{time.time_ns() % 10**9}."
@@ -402,7 +402,7 @@ def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  #
 
         async def keys(msgs):
             dead_msg_keys.extend((m.key, orjson.loads(m.value)["source_topic"]) for m in msgs)
-        asyncio.run(_read_all(broker.bootstrap, topic_name("deadletter"), keys))
+        asyncio.run(read_to_end(broker.bootstrap, topic_name("deadletter"), keys))
         from tests.test_ops_kit import missing_metrics  # the ops kit names only what a real worker exports
         assert missing_metrics(worker.get("/metrics").decode()) == []
     finally:
