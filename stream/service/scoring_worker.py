@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 
 from aiokafka import TopicPartition
 
-from stream.io.kafka import new_consumer
-from stream.io.output import OutputSender
 from stream.io.topics_config import topic_name
-from stream.service.snapshots import SNAPSHOT_MAX_BYTES, scan_snapshots
+from stream.service.role_runtime import role_clients, run_until_signal
+from stream.service.snapshots import scan_snapshots
 from stream.service.web import serve_health
 from stream.stages import scoring_checkpoint
 from stream.stages.scoring import ScoringStage
@@ -72,31 +70,25 @@ class ScoringWorker:
         return offsets
 
     async def run(self) -> None:
-        boot = self.settings.bootstrap
-        c = new_consumer(boot, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024,
-                         auto_offset_reset="earliest")
-        await c.start()
-        send = OutputSender(boot, max_request_size=SNAPSHOT_MAX_BYTES)
         runner = None
-        try:
-            offsets = await self._restore()
-            runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
-            name = topic_name("features")
-            await c.topics()
-            tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [0])]
-            c.assign(tps)
-            for tp in tps:
-                if tp.partition in offsets:
-                    c.seek(tp, offsets[tp.partition])
-                else:
-                    await c.seek_to_beginning(tp)
-                self.pos[tp.partition] = offsets.get(tp.partition, 0)
-            await self._live(c, send)
-        finally:
-            await c.stop()
-            await send.close()
-            if runner is not None:
-                await runner.cleanup()
+        async with role_clients(self.settings.bootstrap) as (c, send):
+            try:
+                offsets = await self._restore()
+                runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
+                name = topic_name("features")
+                await c.topics()
+                tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [0])]
+                c.assign(tps)
+                for tp in tps:
+                    if tp.partition in offsets:
+                        c.seek(tp, offsets[tp.partition])
+                    else:
+                        await c.seek_to_beginning(tp)
+                    self.pos[tp.partition] = offsets.get(tp.partition, 0)
+                await self._live(c, send)
+            finally:
+                if runner is not None:
+                    await runner.cleanup()
 
     async def _live(self, c, send) -> None:
         stage = self.stage
@@ -140,9 +132,4 @@ class ScoringWorker:
 
 async def serve_scoring_worker(settings, stage: ScoringStage, checkpoint_s: float | None = 5.0,
                                models_poll_s: float = 2.0) -> None:
-    w = ScoringWorker(settings, stage, checkpoint_s, models_poll_s)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, w.stop.set)
-    await w.run()
-    log.info("scoring worker stopped: %s", w.status())
+    await run_until_signal(ScoringWorker(settings, stage, checkpoint_s, models_poll_s), "scoring")

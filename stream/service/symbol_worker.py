@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 
 from aiokafka import TopicPartition
 
-from stream.io.kafka import new_consumer
-from stream.io.output import OutputSender
 from stream.io.topics_config import topic_name
 from stream.service.assignment import assigned
-from stream.service.snapshots import SNAPSHOT_MAX_BYTES, scan_snapshots
+from stream.service.role_runtime import role_clients, run_until_signal
+from stream.service.snapshots import scan_snapshots
 from stream.service.web import serve_health
 from stream.stages.checkpoint import SIDE_KINDS, decode_snapshot, restore, snapshot
 from stream.stages.symbol import SymbolStage
@@ -65,35 +63,30 @@ class SymbolWorker:
 
     async def run(self) -> None:
         boot = self.settings.bootstrap
-        c = new_consumer(boot, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024,
-                         auto_offset_reset="earliest")
-        await c.start()
-        send = OutputSender(boot, max_request_size=SNAPSHOT_MAX_BYTES)
         runner = None
-        try:
-            await c.topics()
-            n = len(c.partitions_for_topic(topic_name("bars")) or [0])
-            self.mine = assigned(n, self.member, self.requested)
-            self.stage = SymbolStage(self.sectors, self.config, n_partitions=n)
-            t0 = time.perf_counter()
-            snaps = await latest_snapshots(boot, set(self.mine))
-            for p in self.mine:
-                offs = restore(self.stage, snaps[p]) if p in snaps else {k: 0 for k in SIDE_KINDS}
-                for k in SIDE_KINDS:
-                    self.pos[(k, p)] = offs[k]
-                if p in snaps:
-                    self.restored_from[p] = snaps[p]["offsets"]
-            self.restore_s = round(time.perf_counter() - t0, 3)
-            runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
-            log.info("symbol worker: partitions %s of %d, restored %d snapshot(s) in %.3f s", self.mine, n,
-                     len(snaps), self.restore_s)
-            await self._side_inputs(c, send)
-            await self._live(c, send)
-        finally:
-            await c.stop()
-            await send.close()
-            if runner is not None:
-                await runner.cleanup()
+        async with role_clients(boot) as (c, send):
+            try:
+                await c.topics()
+                n = len(c.partitions_for_topic(topic_name("bars")) or [0])
+                self.mine = assigned(n, self.member, self.requested)
+                self.stage = SymbolStage(self.sectors, self.config, n_partitions=n)
+                t0 = time.perf_counter()
+                snaps = await latest_snapshots(boot, set(self.mine))
+                for p in self.mine:
+                    offs = restore(self.stage, snaps[p]) if p in snaps else {k: 0 for k in SIDE_KINDS}
+                    for k in SIDE_KINDS:
+                        self.pos[(k, p)] = offs[k]
+                    if p in snaps:
+                        self.restored_from[p] = snaps[p]["offsets"]
+                self.restore_s = round(time.perf_counter() - t0, 3)
+                runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
+                log.info("symbol worker: partitions %s of %d, restored %d snapshot(s) in %.3f s", self.mine, n,
+                         len(snaps), self.restore_s)
+                await self._side_inputs(c, send)
+                await self._live(c, send)
+            finally:
+                if runner is not None:
+                    await runner.cleanup()
 
     async def _handle(self, msgs_by_tp, send) -> bool:
         order = {topic_name(k): i for i, k in enumerate(("fundamentals", "alt", "bars"))}
@@ -170,9 +163,4 @@ class SymbolWorker:
 
 
 async def serve_symbol_worker(settings, **kw) -> None:
-    w = SymbolWorker(settings, **kw)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, w.stop.set)
-    await w.run()
-    log.info("symbol worker stopped: %s", w.status())
+    await run_until_signal(SymbolWorker(settings, **kw), "symbol")
