@@ -9,6 +9,7 @@ its flat schedule ``plan``: one compiled call per update, see ``plan.py``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -51,8 +52,10 @@ class Program:
         self.stateful = [i for i, n in enumerate(self.nodes) if n.state_fields()]
         self._plan: StepPlan | None = None
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
+        """Identity of the expressions (computed once: the nodes are fixed after construction;
+        ``repr`` of the whole DAG costs ~1 ms, once per snapshotted symbol before this was cached)."""
         h = hashlib.sha256()
         for name in self.output_names:
             h.update(f"{name}={self.nodes[self.outputs[name]]!r};".encode())
