@@ -510,3 +510,40 @@ def run_plan(code, ch0, ch1, ip, fp, fo, io, outs, F, I, rows, X, out):
             vals[j] = v
         for q in range(outs.shape[0]):
             out[r, q] = vals[outs[q]]
+
+
+# ---------------------------------------------------------------------------
+# cross-sectional ranks (models.preprocess.average_ranks)
+# ---------------------------------------------------------------------------
+@_jit
+def average_ranks_columns(X):
+    """Per column of ``X`` (k, p): 1-based average ranks of the finite entries, NaN elsewhere.
+
+    Ties get the mean of their positions ((first + last) / 2 + 1: exact halves in float64), so
+    the result does not depend on the sort's stability or on the row order."""
+    k, p = X.shape
+    R = np.full((k, p), NAN)
+    col = np.empty(k)
+    idx = np.empty(k, np.int64)
+    for j in range(p):
+        m = 0
+        for i in range(k):
+            v = X[i, j]
+            if math.isfinite(v):
+                col[m] = v
+                idx[m] = i
+                m += 1
+        if m == 0:
+            continue
+        order = np.argsort(col[:m])
+        a = 0
+        while a < m:
+            b = a
+            va = col[order[a]]
+            while b + 1 < m and col[order[b + 1]] == va:
+                b += 1
+            r = (a + b) / 2.0 + 1.0
+            for q in range(a, b + 1):
+                R[idx[order[q]], j] = r
+            a = b + 1
+    return R

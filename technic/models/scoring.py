@@ -82,9 +82,13 @@ class Scorer:
         from .preprocess import rank_gauss
         return rank_gauss(np.asarray(X, dtype=np.float64))
 
-    def predict(self, X, history=None, top_k: int = 5, groups=None) -> dict:
+    def predict(self, X, history=None, top_k: int = 5, groups=None, defer_contributions: bool = False) -> dict:
         """One timestamp in one pass: {"scores": {h: (k,)}, "win_prob": (k,) or None,
-        "contributions": per row top-k (feature, value, contribution) of the primary horizon}."""
+        "contributions": per row top-k (feature, value, contribution) of the primary horizon}.
+
+        ``defer_contributions``: "contributions" is None and "explain" is a function that returns
+        them later (same values: it reuses this call's inputs and predictions), so a caller can
+        send the scores before paying for TreeSHAP."""
         inp = self.inputs(X, history, groups)
         k = len(inp)
         out = {h: (self.ensembles[h].predict(inp) if k else None) for h in self.horizons}
@@ -93,8 +97,12 @@ class Scorer:
         if self._meta_h is not None:
             win = out[self._meta_h]["win_prob"]["pos"] if k else np.zeros(0)
         h0 = self.horizons[0]
-        contrib = (self._contributions(inp, top_k, h0, out[h0]) if top_k and k else [[] for _ in range(k)])
-        return {"scores": scores, "win_prob": win, "contributions": contrib}
+
+        def explain():
+            return self._contributions(inp, top_k, h0, out[h0]) if top_k and k else [[] for _ in range(k)]
+        if defer_contributions:
+            return {"scores": scores, "win_prob": win, "contributions": None, "explain": explain}
+        return {"scores": scores, "win_prob": win, "contributions": explain()}
 
     def score(self, X, history=None, groups=None) -> dict[int, np.ndarray]:
         """Per-horizon served scores (k,) for the k symbols of one timestamp; higher = better."""
