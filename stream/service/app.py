@@ -33,8 +33,14 @@ class WorkerSettings:
     # in bench/results/stream.md); "faust" = Faust agents in the consumer group (partition
     # assignment across several workers on a real cluster)
     ingest: str = "direct"
-    idle_sleep_s: float = 0.005    # first pause after an empty fetch (the embedded broker answers at once) ...
-    idle_max_s: float = 0.02       # ... doubling up to this: a bar arriving while idle waits at most this long
+    # pacing of the group-less consumers (stream.io.fetch_pacing): pause after an empty fetch while
+    # records came within the last second (the embedded broker answers at once: no long poll) ...
+    idle_sleep_s: float = 0.004
+    idle_max_s: float = 0.05       # ... doubling up to this once the feed is quiet
+
+    def pacer(self):
+        from stream.io.fetch_pacing import FetchPacer
+        return FetchPacer(hot_sleep_s=self.idle_sleep_s, cold_sleep_s=self.idle_max_s)
 
 
 def create_app(s: WorkerSettings) -> tuple[faust.App, dict[str, faust.types.TopicT]]:

@@ -1,5 +1,6 @@
 """What the split-mode role workers (``symbol_worker``, ``scoring_worker``) share: their Kafka
-clients (one group-less consumer, one sender sized for snapshot records) and running until a
+clients (one group-less consumer, one sender for the stage's outputs, one sender sized for
+snapshot records, so a multi-MB snapshot never delays a row or a score) and running until a
 signal (SIGTERM, SIGINT, SIGHUP set the worker's ``stop`` event; it writes its last snapshot)."""
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ log = logging.getLogger("technic.worker")
 
 @asynccontextmanager
 async def role_clients(bootstrap: str):
-    """(consumer, sender), started; both closed on exit."""
+    """(consumer, output sender, snapshot sender), started; all closed on exit."""
     c = new_consumer(bootstrap, fetch_max_wait_ms=20, max_partition_fetch_bytes=8 * 1024 * 1024,
                      auto_offset_reset="earliest")
     await c.start()
-    send = OutputSender(bootstrap, max_request_size=SNAPSHOT_MAX_BYTES)
+    send = OutputSender(bootstrap)
+    snap_send = OutputSender(bootstrap, max_request_size=SNAPSHOT_MAX_BYTES)
     try:
-        yield c, send
+        yield c, send, snap_send
     finally:
         await c.stop()
         await send.close()
+        await snap_send.close()
 
 
 async def run_until_signal(worker, role: str) -> None:

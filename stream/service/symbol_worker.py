@@ -23,12 +23,16 @@ import time
 
 from aiokafka import TopicPartition
 
+from technic.features.incremental import warm_up
+
+from stream.io.fetch_pacing import fetch_batch
 from stream.io.topics_config import topic_name
 from stream.service.assignment import assigned
+from stream.service.checkpoint_writer import CheckpointWriter
 from stream.service.role_runtime import role_clients, run_until_signal
 from stream.service.snapshots import scan_snapshots
 from stream.service.web import serve_health
-from stream.stages.checkpoint import SIDE_KINDS, decode_snapshot, restore, snapshot
+from stream.stages.checkpoint import SIDE_KINDS, capture, decode_snapshot, restore
 from stream.stages.symbol import SymbolStage
 
 log = logging.getLogger("technic.worker")
@@ -64,7 +68,7 @@ class SymbolWorker:
     async def run(self) -> None:
         boot = self.settings.bootstrap
         runner = None
-        async with role_clients(boot) as (c, send):
+        async with role_clients(boot) as (c, send, snap_send):
             try:
                 await c.topics()
                 n = len(c.partitions_for_topic(topic_name("bars")) or [0])
@@ -79,11 +83,12 @@ class SymbolWorker:
                     if p in snaps:
                         self.restored_from[p] = snaps[p]["offsets"]
                 self.restore_s = round(time.perf_counter() - t0, 3)
+                log.info("warm-up: compiled kernels %.2f s", warm_up(self.sectors))
                 runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
                 log.info("symbol worker: partitions %s of %d, restored %d snapshot(s) in %.3f s", self.mine, n,
                          len(snaps), self.restore_s)
                 await self._side_inputs(c, send)
-                await self._live(c, send)
+                await self._live(c, send, CheckpointWriter(snap_send))
             finally:
                 if runner is not None:
                     await runner.cleanup()
@@ -126,18 +131,17 @@ class SymbolWorker:
                 if await c.position(tp) >= ends[tp]:
                     todo.discard(tp)
 
-    async def _live(self, c, send) -> None:
+    async def _live(self, c, send, writer: CheckpointWriter) -> None:
         tps = [TopicPartition(topic_name(k), p) for k in SIDE_KINDS for p in self.mine]
         c.assign(tps)
         for tp in tps:
             c.seek(tp, self.pos[(tp.topic.rsplit(".", 1)[-1], tp.partition)])
         last_beat = last_snap = time.monotonic()
         snap_pos = dict(self.pos)
-        idle = self.settings.idle_sleep_s
+        pacer = self.settings.pacer()
         while not self.stop.is_set():
-            batch = await c.getmany(timeout_ms=5, max_records=self.settings.batch_max)
+            batch = await fetch_batch(c, pacer, self.settings.batch_max, tps)
             if batch:
-                idle = self.settings.idle_sleep_s
                 await self._handle(batch, send)
             now = time.monotonic()
             if now - last_beat >= 0.25 or not batch:
@@ -147,19 +151,20 @@ class SymbolWorker:
                 if now - last_beat >= 0.25:
                     await send(self.stage.watermarks(self.mine, caught_up=self.caught_up))
                     last_beat = now
-            if now - last_snap >= self.checkpoint_s and self.pos != snap_pos:
-                await self._checkpoint(send)
+            writer.check()
+            if now - last_snap >= self.checkpoint_s and self.pos != snap_pos and not writer.busy:
+                writer.start(self._capture())   # written in the background
                 snap_pos, last_snap = dict(self.pos), now
-            if not batch:
-                await asyncio.sleep(idle)
-                idle = min(self.settings.idle_max_s, idle * 2)
+            self.snapshots_written = writer.written
+        await writer.drain()
         if self.pos != snap_pos:
-            await self._checkpoint(send)
+            await writer.write_now(self._capture())
+        self.snapshots_written = writer.written
 
-    async def _checkpoint(self, send) -> None:
-        """Snapshot every owned partition (its rows were already acknowledged by the sends above)."""
-        await send([snapshot(self.stage, p, {k: self.pos[(k, p)] for k in SIDE_KINDS}) for p in self.mine])
-        self.snapshots_written += 1
+    def _capture(self) -> list:
+        """Snapshots of every owned partition, captured now (its rows were already acknowledged by
+        the sends above); builders for ``CheckpointWriter``."""
+        return [capture(self.stage, p, {k: self.pos[(k, p)] for k in SIDE_KINDS}) for p in self.mine]
 
 
 async def serve_symbol_worker(settings, **kw) -> None:

@@ -17,6 +17,27 @@ from technic.errors import RegistryError
 log = logging.getLogger(__name__)
 
 
+def warm_scorer(scorer, top_k: int = 5) -> float:
+    """One throwaway ``predict`` (with contributions when ``top_k``) on a small synthetic universe,
+    so a model's first live timestamp does not pay its lazy set-up (boosters' first call, TreeSHAP,
+    torch); returns the seconds it took (0 without a scorer). Its outputs are discarded."""
+    if scorer is None or not hasattr(scorer, "feature_names"):
+        return 0.0
+    import time
+
+    import numpy as np
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    k, p = 16, len(scorer.feature_names)
+    seq = int(getattr(scorer, "seq_len", 0) or 0)
+    hist = rng.standard_normal((k, seq, p)) if seq else None
+    try:
+        scorer.predict(rng.standard_normal((k, p)), hist, top_k, np.zeros(k, np.int64))
+    except Exception as e:  # a warm-up must never stop a worker; the first real timestamp will tell
+        log.warning("model warm-up failed (%s); the first timestamp pays the set-up", e)
+    return time.perf_counter() - t0
+
+
 def _default_loader(root, version):
     from technic.models.scoring import load_scorer
     return load_scorer(root, version)
@@ -53,6 +74,7 @@ class ModelSource:
             raise RegistryError("no registry configured: cannot load a model version")
         scorer = self.loader(self.root, version)
         if scorer.version != self.version:
+            warm_scorer(scorer)   # its first timestamp then costs what every later one does
             self.pending = scorer
         return scorer.version
 

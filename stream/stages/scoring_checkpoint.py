@@ -43,6 +43,7 @@ import base64
 import hashlib
 import logging
 import zlib
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -83,8 +84,9 @@ def _ts(t: int):
     return None if t == NAT else ts_string(t)
 
 
-def snapshot(stage, offsets: dict[int, int]) -> Output:
-    """The snapshot record of ``stage`` (``offsets``: features partition -> next offset to read)."""
+def capture(stage, offsets: dict[int, int]) -> Callable[[], Output]:
+    """Copy the stage's state now (arrays copied, a few ms); return the function that builds the
+    snapshot record from the copies (zlib, base64: the expensive part, safe off the event loop)."""
     if stage.extensions:
         raise ValueError(f"scoring stage with {len(stage.extensions)} extension(s): their state is not "
                          f"checkpointed; run the scoring role without extensions or without snapshots")
@@ -92,30 +94,47 @@ def snapshot(stage, offsets: dict[int, int]) -> Output:
     order = sorted(eng.slots, key=eng.slots.get)
     n = len(order)
     ring = stage.ring
-    ring_rec = None
+    ring_copy = None
     if n and ring.cnt[:n].any():
-        ring_rec = {"length": ring.length, "n_features": ring.hist.shape[2], "cnt": _b64(ring.cnt[:n], np.int64),
-                    "hist": _zb64(np.ascontiguousarray(ring.hist[:n], dtype="<f4").tobytes())}
+        ring_copy = (ring.length, ring.hist.shape[2], ring.cnt[:n].copy(), ring.hist[:n].astype("<f4"))
     pending = []
     for t in sorted(stage.pending):
         bucket = stage.pending[t]
         names = sorted(bucket)
-        pending.append([ts_string(t), names, _b64(np.stack([bucket[s][0] for s in names]), np.float64),
-                        _b64([bucket[s][1] for s in names], np.float64),
-                        _b64([bucket[s][2] for s in names], np.float64)])
+        pending.append((t, names, np.stack([bucket[s][0] for s in names]), [bucket[s][1] for s in names],
+                        [bucket[s][2] for s in names]))
     step = stage.stats.timestamps_closed
-    return Output("snapshots", KEY, {
+    head = {
         "kind": "scoring", "format": FORMAT, "offsets": {str(p): int(o) for p, o in offsets.items()},
         "model_version": stage.models.version, "feature_names_hash": feature_names_hash(),
         "last_closed": _ts(stage.last_closed),
         "partitions": {"n": stage.n_partitions, "wm": {str(p): _ts(w) for p, w in stage.wm.items()}},
         "late_rows": stage.late_rows,
-        "market": {"program": eng.mkt.program.hash, "layout": eng.mkt.plan.layout_hash, "symbols": order,
-                   "F": _zb64(np.ascontiguousarray(eng.mkt.table.F[:n], dtype="<f8").tobytes()),
-                   "I": _zb64(np.ascontiguousarray(eng.mkt.table.I[:n], dtype="<i8").tobytes())},
-        "ring": ring_rec, "pending": pending,
         "gate": [[k[0], k[1], k[2], int(v - step)] for k, v in stage.gate._last.items()],
-    })
+    }
+    program, layout = eng.mkt.program.hash, eng.mkt.plan.layout_hash
+    F, I = eng.mkt.table.F[:n].astype("<f8"), eng.mkt.table.I[:n].astype("<i8")
+
+    def build() -> Output:
+        ring_rec = None
+        if ring_copy is not None:
+            length, nf, cnt, hist = ring_copy
+            ring_rec = {"length": length, "n_features": nf, "cnt": _b64(cnt, np.int64),
+                        "hist": _zb64(np.ascontiguousarray(hist).tobytes())}
+        return Output("snapshots", KEY, {
+            **head,
+            "market": {"program": program, "layout": layout, "symbols": order,
+                       "F": _zb64(np.ascontiguousarray(F).tobytes()), "I": _zb64(np.ascontiguousarray(I).tobytes())},
+            "ring": ring_rec,
+            "pending": [[ts_string(t), names, _b64(rows, np.float64), _b64(closes, np.float64),
+                         _b64(recv, np.float64)] for t, names, rows, closes, recv in pending],
+        })
+    return build
+
+
+def snapshot(stage, offsets: dict[int, int]) -> Output:
+    """The snapshot record of ``stage`` (``offsets``: features partition -> next offset to read)."""
+    return capture(stage, offsets)()
 
 
 def restore(stage, snap: dict) -> dict[int, int]:
