@@ -351,11 +351,12 @@ def summarize_py_spy(path: Path, top: int = 25) -> str:
     return "\n".join(out)
 
 
-def _latency_stats(boot: str) -> tuple[dict, dict]:
+def _latency_stats(boot: str, explain: str = "inline") -> tuple[dict, dict]:
     """Bar -> score latency from the topics themselves (same definition for every topology):
     Kafka CreateTime of each score of timestamp t (stamped by the scoring process's producer at send)
     minus the CreateTime of the LAST bar of t (stamped by the publisher at send); the final timestamp
-    (closed by the grace period at the end of the replay) is excluded."""
+    (closed by the grace period at the end of the replay) is excluded. With deferred explanations,
+    the same for the explanation records (``explain_p50_ms``, ``explain_p99_ms``)."""
     from stream.io.topics_config import topic_name
 
     def bar_key(m):
@@ -387,6 +388,11 @@ def _latency_stats(boot: str) -> tuple[dict, dict]:
            "first_score_p50_ms": float(np.percentile(lat_first, 50)),
            "first_score_p99_ms": float(np.percentile(lat_first, 99)),
            "target": f"p99 < {TARGET_P99_MS:g} ms", "ok": bool(np.percentile(lat, 99) < TARGET_P99_MS)}
+    if explain == "deferred":
+        _, _, ex = asyncio.run(_consume_all(boot, topic_name("explanations"), score_key))
+        ex_lat = np.array([ms - last_bar[ts] for _, ts, ms in ex if ts != final_ts], dtype=np.float64)
+        row.update(explanations_out=len(ex), explain_p50_ms=float(np.percentile(ex_lat, 50)) if ex_lat.size else None,
+                   explain_p99_ms=float(np.percentile(ex_lat, 99)) if ex_lat.size else None)
     return row, {"n_latency_samples": int(lat.size), "n_timestamps": len(first)}
 
 
@@ -418,12 +424,12 @@ def _wait_topic(boot: str, kind: str, n: int, timeout_s: float = 120.0) -> int:
 
 
 def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k, grace,
-            rate, timeout_s, window: int = 50) -> tuple[dict, dict]:
+            rate, timeout_s, window: int = 50, explain: str = "inline") -> tuple[dict, dict]:
     """One-process mode: ``technic-stream worker`` (live direct ingest) at a paced publish rate."""
     _prepare_topics(boot, prefix, fund_recs_fn)
     bars = list(bar_recs_fn())
     for attempt in range(3):  # Faust's conductor sometimes crashes at start (subscribe with no topics)
-        w = WorkerRun(boot, work, registry, secs_file, prefix, top_k, grace, ("--no-drift",))
+        w = WorkerRun(boot, work, registry, secs_file, prefix, top_k, grace, ("--no-drift", "--explain", explain))
         try:
             w.start(timeout_s)
             w.prime()
@@ -439,13 +445,21 @@ def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, 
         wall = time.perf_counter() - t0
         rss = _rss(w.proc.pid)
         _wait_topic(boot, "scores", _health(w.port)["scores_out"])
+        if explain == "deferred" and top_k:
+            _wait_topic(boot, "explanations", _health(w.port)["scores_out"], timeout_s=30)
     finally:
         w.stop()
-    stats, meta = _latency_stats(boot)
-    row = {"variant": f"latency at {rate:,.0f} bars/s, one-process mode (worker, direct ingest), top_k={top_k}",
+    stats, meta = _latency_stats(boot, explain)
+    row = {"variant": f"latency at {rate:,.0f} bars/s, one-process mode (worker, direct ingest), "
+                      f"top_k={top_k}{_explain_label(top_k, explain)}",
            "bars": n_bars, "publish_s": st["seconds"], "seconds": round(wall, 3), **stats,
            "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter"), "rss_mib": rss}
-    return row, {f"latency_one_process_top{top_k}_{k}": v for k, v in {**meta, "worker_start_retries": attempt}.items()}
+    return row, {f"latency_one_process_top{top_k}{explain[0]}_{k}": v
+                 for k, v in {**meta, "worker_start_retries": attempt}.items()}
+
+
+def _explain_label(top_k: int, explain: str) -> str:
+    return f", explanations {explain}" if top_k else ""
 
 
 def _split_env(prefix: str, partitions: int) -> dict:
@@ -493,13 +507,15 @@ def _wait_partitions(topo, partitions: int, timeout_s: float) -> float:
 
 
 def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k,
-                  grace, rate, timeout_s, n_symbol: int, partitions: int, window: int = 50) -> tuple[dict, dict]:
+                  grace, rate, timeout_s, n_symbol: int, partitions: int, window: int = 50,
+                  explain: str = "inline") -> tuple[dict, dict]:
     """Split mode: ``n_symbol`` per-symbol workers + 1 scoring worker (processes), paced publish."""
     from stream.tools.split_run import SplitTopology
     _split_prepare(boot, prefix, partitions, fund_recs_fn)
     bars = list(bar_recs_fn())
     topo = SplitTopology(boot, registry, work / prefix.rstrip("."), _split_env(prefix, partitions), n_symbol,
-                         securities=secs_file, checkpoint_s=5.0, grace_s=grace, extra=["--top-k", str(top_k)])
+                         securities=secs_file, checkpoint_s=5.0, grace_s=grace,
+                         extra=["--top-k", str(top_k), "--explain", explain])
     topo.work.mkdir(parents=True, exist_ok=True)
     try:
         topo.start(timeout_s)
@@ -509,14 +525,16 @@ def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_rec
         _, h = _wait_scored(topo, n_bars, timeout_s)
         wall = time.perf_counter() - t0
         _wait_topic(boot, "scores", topo.status("scoring")["scores_out"])
+        if explain == "deferred" and top_k:
+            _wait_topic(boot, "explanations", topo.status("scoring")["scores_out"], timeout_s=30)
     finally:
         topo.stop()
-    stats, meta = _latency_stats(boot)
+    stats, meta = _latency_stats(boot, explain)
     row = {"variant": f"latency at {rate:,.0f} bars/s, split mode ({n_symbol} per-symbol + 1 scoring worker, "
-                      f"{partitions} partitions), top_k={top_k}",
+                      f"{partitions} partitions), top_k={top_k}{_explain_label(top_k, explain)}",
            "bars": n_bars, "publish_s": st["seconds"], "seconds": round(wall, 3), **stats,
            "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter")}
-    return row, {f"latency_split_top{top_k}_{k}": v for k, v in meta.items()}
+    return row, {f"latency_split_top{top_k}{explain[0]}_{k}": v for k, v in meta.items()}
 
 
 def split_catch_up(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k,
@@ -582,7 +600,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--py-spy", type=float, default=0.0,
                     help="record the worker with py-spy for N s during the live top_k=5 run (raw folded stacks)")
     ap.add_argument("--latency-window", type=int, default=50, help="publisher window (bars sent per burst) in (c)")
-    ap.add_argument("--latency-top-k", default="5,0", help="SHAP top-k values of the latency runs (c)")
+    ap.add_argument("--latency-top-k", default="5,5d,0",
+                    help="SHAP top-k of the latency runs (c); a trailing d: explanations deferred (--explain deferred)")
     ap.add_argument("--partitions", type=int, default=6, help="input partitions in the split-mode runs")
     ap.add_argument("--split-latency-workers", type=int, default=2, help="per-symbol workers in the split latency run")
     ap.add_argument("--split-catchup-workers", default="1,2", help="per-symbol worker counts compared in (e)")
@@ -688,14 +707,15 @@ def main(argv=None) -> dict:
             deleted.append(asyncio.run(_delete_topics(boot, prefix)))
         # (c) latency, one-process mode and split mode, same definition (_latency_stats)
         lat_runs = []
-        for k in [int(x) for x in args.latency_top_k.split(",") if x]:
-            lat_runs += [("one-process", f"bench.latency{k}.", lambda pf, k=k: latency(
+        for spec in [x for x in args.latency_top_k.split(",") if x]:
+            k, ex = int(spec.rstrip("d")), ("deferred" if spec.endswith("d") else "inline")
+            lat_runs += [("one-process", f"bench.latency{spec}.", lambda pf, k=k, ex=ex: latency(
                 boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn, n_lat,
-                n_lat_last, k, args.grace, args.latency_rate, args.timeout, window=args.latency_window)),
-                ("split", f"bench.latsplit{k}.", lambda pf, k=k: split_latency(
+                n_lat_last, k, args.grace, args.latency_rate, args.timeout, window=args.latency_window, explain=ex)),
+                ("split", f"bench.latsplit{spec}.", lambda pf, k=k, ex=ex: split_latency(
                     boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn,
                     n_lat, n_lat_last, k, args.grace, args.latency_rate, args.timeout, args.split_latency_workers,
-                    args.partitions, window=args.latency_window))]
+                    args.partitions, window=args.latency_window, explain=ex))]
         for name, prefix, run in lat_runs:
             try:
                 row, lat_meta = run(prefix)

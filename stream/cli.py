@@ -55,6 +55,11 @@ class Role(str, enum.Enum):
     scoring = "scoring"
 
 
+class Explain(str, enum.Enum):
+    inline = "inline"
+    deferred = "deferred"
+
+
 @app.command("worker")
 def worker_cmd(
     bootstrap: Optional[str] = BootstrapOpt, broker_dir: Path = BrokerDirOpt,
@@ -64,6 +69,9 @@ def worker_cmd(
     web_bind: str = typer.Option("127.0.0.1", help="address of the web server (0.0.0.0 inside a container)"),
     grace: float = typer.Option(2.0, help="seconds without new bars after which a timestamp is closed"),
     top_k: int = typer.Option(5, help="feature contributions per score (0 = off)"),
+    explain: Explain = typer.Option(Explain.inline, help="inline: contributions in the score record; deferred: "
+                                                         "scores first, contributions after them on "
+                                                         "technic.explanations (TreeSHAP off the latency path)"),
     app_id: str = typer.Option("technic-worker", help="consumer group / Faust app id"),
     datadir: Path = typer.Option(Path(".technic/worker"), help="worker data directory"),
     log_json: bool = typer.Option(True, "--log-json/--log-text", help="structured JSON logs or human-readable"),
@@ -96,7 +104,8 @@ def worker_cmd(
     setup_logging(log_json)
     # every input is checked before a broker starts: a typo must not leave anything running
     root, sectors = _registry(registry), _sectors(securities)
-    config = PipelineConfig(grace_s=grace, top_k=top_k, universe=_universe(universe), score_from=_date(score_from))
+    config = PipelineConfig(grace_s=grace, top_k=top_k, explain=Explain(explain).value, universe=_universe(universe),
+                            score_from=_date(score_from))
     online = OnlineConfig(enabled=drift or online_learning, online_learning=online_learning)
     boot, broker = _bootstrap(bootstrap, broker_dir)
     logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # connected: outages are logged, rate-limited
@@ -118,7 +127,8 @@ def worker_cmd(
             from stream.stages.models import ModelSource
             from stream.stages.scoring import ScoringConfig, ScoringStage
             stage = ScoringStage(ModelSource(root, None), sectors=sectors,
-                                 config=ScoringConfig(grace_s=grace, stall_s=stall, top_k=top_k))
+                                 config=ScoringConfig(grace_s=grace, stall_s=stall, top_k=top_k,
+                                                      explain=Explain(explain).value))
             asyncio.run(serve_scoring_worker(settings, stage, checkpoint_s=checkpoint))
         else:
             run_worker(settings, registry_root=root, sectors=sectors, pipeline_config=config, online=online)

@@ -31,6 +31,7 @@ SCHEMA_FILES = {
     "fundamentals": "fundamental.json", "fundamental": "fundamental.json",
     "alt": "alt.json",
     "scores": "score.json", "score": "score.json",
+    "explanations": "explanation.json", "explanation": "explanation.json",
     "alerts": "alert.json", "alert": "alert.json",
     "deadletter": "deadletter.json",
     "control": "control.json",

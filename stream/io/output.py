@@ -31,6 +31,16 @@ class Output:
     value: dict
 
 
+async def send_then(send, outs: list[Output], follow) -> list[Output]:
+    """Send ``outs``, then ``follow()``'s outputs (computed only after ``outs`` are acknowledged:
+    the stages' deferred explanations, whose TreeSHAP must not delay the scores); return both."""
+    await send(outs)
+    more = follow()
+    if more:
+        await send(more)
+    return outs + more
+
+
 class OutputSender:
     """``await sender(outs)`` delivers outputs (and retrain requests to control) or raises."""
 

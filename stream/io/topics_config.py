@@ -29,13 +29,14 @@ BARS = "bars"
 FUNDAMENTALS = "fundamentals"
 ALT = "alt"
 SCORES = "scores"
+EXPLANATIONS = "explanations"  # top feature contributions of scores sent with --explain deferred
 ALERTS = "alerts"
 DEADLETTER = "deadletter"
 CONTROL = "control"
 FEATURES = "features"    # internal: per-symbol stage -> scoring stage (rows keyed by timestamp + watermarks)
 SNAPSHOTS = "snapshots"  # internal: per-symbol stage checkpoints (state + input offsets), compacted
 
-KINDS = (BARS, FUNDAMENTALS, ALT, SCORES, ALERTS, DEADLETTER, CONTROL, FEATURES, SNAPSHOTS)
+KINDS = (BARS, FUNDAMENTALS, ALT, SCORES, EXPLANATIONS, ALERTS, DEADLETTER, CONTROL, FEATURES, SNAPSHOTS)
 
 
 class TopicCreationError(TechnicError):
@@ -96,6 +97,8 @@ _TABLE: dict[str, tuple[dict[str, str], str, str, bool]] = {
     FUNDAMENTALS: (_retention(30), "symbol", "fundamental.json", True),
     ALT: (_retention(30), "symbol", "alt.json", True),
     SCORES: (_retention(7), "symbol (value key is symbol|ts|model_version)", "score.json", True),
+    EXPLANATIONS: (_retention(7), "symbol (value key is symbol|ts|model_version, as its score's)",
+                   "explanation.json", True),
     ALERTS: (_retention(30), "alert type", "alert.json", False),
     DEADLETTER: (_retention(30), "source topic", "deadletter.json", False),
     CONTROL: (_retention(30), "none", "control.json", False),

@@ -20,19 +20,21 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from stream.io.fetch_pacing import fetch_batch
 from stream.io.kafka import new_consumer
 from stream.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from stream.service.metrics import readiness
 from stream.service.metrics import render as render_metrics
 from stream.io.output import OutputSender
 from stream.io.topics_config import topic_name
-from stream.service.router import Router, health, process_batch, tick, watch_registry
+from stream.service.explainer import Explainer
+from stream.service.router import Router, emit, health, process_batch, tick, watch_registry
 
 log = logging.getLogger("technic.worker")
 KINDS = ("control", "fundamentals", "alt", "bars")  # side topics before bars within a batch
 
 
-async def direct_ingest(settings, router: Router, send) -> None:
+async def direct_ingest(settings, router: Router, send, explainer=None) -> None:
     """Consume the input topics from where the catch-up stopped, in micro-batches, until cancelled."""
     names = [topic_name(k) for k in KINDS]
     # auto_offset_reset="none": a broker that restarts may briefly report a shorter log; jumping to
@@ -50,10 +52,10 @@ async def direct_ingest(settings, router: Router, send) -> None:
             else:
                 c.seek(tp, router.ledger.handled.get((tp.topic, tp.partition), -1) + 1)
         order = {t: i for i, t in enumerate(names)}
-        idle = settings.idle_sleep_s
+        pacer = settings.pacer()
         while True:
             try:
-                batch = await c.getmany(timeout_ms=5, max_records=settings.batch_max)
+                batch = await fetch_batch(c, pacer, settings.batch_max, tps)
             except OffsetOutOfRangeError as e:
                 log.warning("offsets out of range (%s): broker restarting? re-seeking in 0.5 s", e)
                 await asyncio.sleep(0.5)
@@ -65,16 +67,11 @@ async def direct_ingest(settings, router: Router, send) -> None:
                 hw = c.highwater(tp)
                 if hw is not None:
                     router.highwaters[(tp.topic, tp.partition)] = hw
-            if not batch:  # back off while idle (5 ms doubling to idle_max_s), straight back on data
-                c.pause(*tps)
-                await asyncio.sleep(idle)
-                idle = min(settings.idle_max_s, idle * 2)
-                c.resume(*tps)
+            if not batch:
                 continue
-            idle = settings.idle_sleep_s
             await process_batch(router, ((m.topic, m.partition, m.offset, m.key, m.value)
                                          for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition))
-                                         for m in batch[tp]), send)
+                                         for m in batch[tp]), send, explainer=explainer)
     finally:
         await c.stop()
 
@@ -89,10 +86,11 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
     """Run ingest, timers and the web views until SIGTERM/SIGINT, then shut down cleanly."""
     p = router.pipeline
     send = OutputSender(settings.bootstrap)
+    explainer = Explainer(OutputSender(settings.bootstrap)) if p.deferred is not None else None
     reported: dict = {}
 
     async def on_tick():
-        await send(tick(router, reported))
+        await emit(p, send, tick(router, reported), explainer)
 
     async def on_registry():
         watch_registry(router)
@@ -122,7 +120,7 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
         loop.add_signal_handler(sig, stop.set)
     log.info("live ingest (direct) from %s; health on http://%s:%d/health", settings.bootstrap,
              settings.web_bind, settings.web_port)
-    tasks = [asyncio.create_task(direct_ingest(settings, router, send)),
+    tasks = [asyncio.create_task(direct_ingest(settings, router, send, explainer)),
              asyncio.create_task(_every(0.25, on_tick)),
              asyncio.create_task(_every(models_poll_s, on_registry))]
     waiter = asyncio.create_task(stop.wait())
@@ -131,6 +129,11 @@ async def serve_direct(settings, router: Router, models_poll_s: float = 2.0) -> 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if explainer is not None:
+        if not failed:
+            await explainer.drain()   # the explanations of every score sent
+        await explainer.close()
+        await explainer.send.close()
     await send.close()
     await runner.cleanup()
     if failed:

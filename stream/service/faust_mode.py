@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from stream.io.output import Output
+from stream.io.output import Output, send_then
 from stream.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from stream.service.metrics import readiness
 from stream.service.metrics import render as render_metrics
@@ -45,7 +45,7 @@ def attach_agents(app, topics, router: Router, settings, send, models_poll_s: fl
 
     @app.timer(0.25)
     async def close_idle_timestamps():
-        await send(tick(router, reported))
+        await send_then(send, tick(router, reported), router.pipeline.explanations)
 
     @app.timer(models_poll_s)
     async def watch_registry_timer():

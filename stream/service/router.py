@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from stream.io.codecs import parse_ts
-from stream.io.output import Output
+from stream.io.output import Output, send_then
 from stream.io.topics_config import topic_name
 from stream.stages.alerts import make_alert
 from stream.stages.pipeline import ScoringPipeline
@@ -80,7 +80,19 @@ class Router:
         return True
 
 
-async def process_batch(router: Router, records, send, keep=None) -> list[Output]:
+async def emit(pipeline, send, outs: list[Output], explainer=None) -> list[Output]:
+    """Send a batch's outputs; then the explanations of the timestamps it scored (``--explain
+    deferred``): computed here and sent after them, or handed to ``explainer``
+    (``stream.service.explainer``) to be computed and sent in the background."""
+    if explainer is None:
+        return await send_then(send, outs, pipeline.explanations)
+    await send(outs)
+    explainer.submit(pipeline.deferred_jobs())
+    explainer.check()
+    return outs
+
+
+async def process_batch(router: Router, records, send, keep=None, explainer=None) -> list[Output]:
     """Handle fetched ``(topic, partition, offset, key, value)`` records as one micro-batch.
 
     Routes every record, closes the timestamps that became ready, sends the outputs (those
@@ -96,8 +108,7 @@ async def process_batch(router: Router, records, send, keep=None) -> list[Output
         outs += p.poll()
         if keep is not None:
             outs = [o for o in outs if keep(o)]
-        await send(outs)
-        return outs
+        return await emit(p, send, outs, explainer)
     finally:
         p.batch_done()
 

@@ -26,11 +26,18 @@ import time
 
 from aiokafka import TopicPartition
 
+from technic.features.incremental import warm_up
+
+from stream.io.fetch_pacing import fetch_batch
+from stream.io.output import OutputSender
 from stream.io.topics_config import topic_name
+from stream.service.checkpoint_writer import CheckpointWriter
+from stream.service.explainer import Explainer
 from stream.service.role_runtime import role_clients, run_until_signal
 from stream.service.snapshots import scan_snapshots
 from stream.service.web import serve_health
 from stream.stages import scoring_checkpoint
+from stream.stages.models import warm_scorer
 from stream.stages.scoring import ScoringStage
 
 log = logging.getLogger("technic.worker")
@@ -71,9 +78,11 @@ class ScoringWorker:
 
     async def run(self) -> None:
         runner = None
-        async with role_clients(self.settings.bootstrap) as (c, send):
+        async with role_clients(self.settings.bootstrap) as (c, send, snap_send):
             try:
                 offsets = await self._restore()
+                log.info("warm-up: compiled kernels %.2f s, model %.2f s", warm_up(self.stage.engine.sectors),
+                         warm_scorer(self.stage.models.current, self.stage.cfg.top_k))
                 runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
                 name = topic_name("features")
                 await c.topics()
@@ -85,49 +94,56 @@ class ScoringWorker:
                     else:
                         await c.seek_to_beginning(tp)
                     self.pos[tp.partition] = offsets.get(tp.partition, 0)
-                await self._live(c, send)
+                await self._live(c, send, CheckpointWriter(snap_send))
             finally:
                 if runner is not None:
                     await runner.cleanup()
 
-    async def _live(self, c, send) -> None:
+    async def _live(self, c, send, writer: CheckpointWriter) -> None:
         stage = self.stage
-        idle, last_poll, last_snap = self.settings.idle_sleep_s, time.monotonic(), time.monotonic()
+        explainer = Explainer(OutputSender(self.settings.bootstrap)) if stage.deferred is not None else None
+        pacer, last_poll, last_snap = self.settings.pacer(), time.monotonic(), time.monotonic()
         snapped = (dict(self.pos), stage.last_closed)
-        while not self.stop.is_set():
-            batch = await c.getmany(timeout_ms=5, max_records=self.settings.batch_max)
-            now = time.time()
-            outs = []
-            for tp in sorted(batch):
-                for m in batch[tp]:
-                    if m.offset < self.pos.get(tp.partition, 0):
-                        continue
-                    self.pos[tp.partition] = m.offset + 1
-                    outs += stage.on_record(m.value, tp.topic, tp.partition, m.offset, None)
-            outs += stage.poll(now)
-            await send(outs)            # acknowledged: the state below covers only sent scores
-            mono = time.monotonic()
-            if (self.checkpoint_s is not None and mono - last_snap >= self.checkpoint_s
-                    and (dict(self.pos), stage.last_closed) != snapped):
-                await self._checkpoint(send)
-                snapped, last_snap = (dict(self.pos), stage.last_closed), mono
-            if mono - last_poll >= self.models_poll_s:
-                last_poll = mono
-                try:
-                    stage.models.poll_registry()
-                except Exception as e:  # a broken registry must not stop scoring with the current model
-                    log.warning("registry poll failed: %s", e)
-            if not batch:
-                await asyncio.sleep(idle)
-                idle = min(self.settings.idle_max_s, idle * 2)
-            else:
-                idle = self.settings.idle_sleep_s
-        if self.checkpoint_s is not None and (dict(self.pos), stage.last_closed) != snapped:
-            await self._checkpoint(send)
-
-    async def _checkpoint(self, send) -> None:
-        await send([self.stage.snapshot(dict(self.pos))])
-        self.snapshots_written += 1
+        try:
+            while not self.stop.is_set():
+                batch = await fetch_batch(c, pacer, self.settings.batch_max)
+                now = time.time()
+                outs = []
+                for tp in sorted(batch):
+                    for m in batch[tp]:
+                        if m.offset < self.pos.get(tp.partition, 0):
+                            continue
+                        self.pos[tp.partition] = m.offset + 1
+                        outs += stage.on_record(m.value, tp.topic, tp.partition, m.offset, None)
+                outs += stage.poll(now)
+                await send(outs)            # acknowledged: the state below covers only sent scores
+                if explainer is not None:   # their explanations follow in the background
+                    explainer.submit(stage.deferred_jobs())
+                    explainer.check()
+                mono = time.monotonic()
+                writer.check()
+                if (self.checkpoint_s is not None and mono - last_snap >= self.checkpoint_s
+                        and (dict(self.pos), stage.last_closed) != snapped and not writer.busy):
+                    after = explainer.wait_sent(explainer.submitted) if explainer is not None else None
+                    writer.start([stage.capture(dict(self.pos))], after)   # written in the background
+                    snapped, last_snap = (dict(self.pos), stage.last_closed), mono
+                self.snapshots_written = writer.written
+                if mono - last_poll >= self.models_poll_s:
+                    last_poll = mono
+                    try:
+                        stage.models.poll_registry()
+                    except Exception as e:  # a broken registry must not stop scoring with the current model
+                        log.warning("registry poll failed: %s", e)
+            if explainer is not None:
+                await explainer.drain()
+            await writer.drain()
+            if self.checkpoint_s is not None and (dict(self.pos), stage.last_closed) != snapped:
+                await writer.write_now([stage.capture(dict(self.pos))])
+            self.snapshots_written = writer.written
+        finally:
+            if explainer is not None:
+                await explainer.close()
+                await explainer.send.close()
 
 
 async def serve_scoring_worker(settings, stage: ScoringStage, checkpoint_s: float | None = 5.0,

@@ -62,7 +62,8 @@ from stream.io.codecs import RecordError, decode, deadletter_record
 from stream.io.output import Output
 from stream.stages.history import FeatureHistory
 from stream.stages.models import ModelSource
-from stream.stages.records import ExtensionResult, Stats, feature_columns, score_timestamp  # noqa: F401 (re-exported)
+from stream.stages.records import (  # noqa: F401 (re-exported)
+    ExtensionResult, Stats, check_explain, feature_columns, run_deferred, score_timestamp, take_deferred)
 from stream.io.timestamps import ts_ns, ts_string  # noqa: F401 (ts_ns re-exported)
 
 
@@ -76,6 +77,7 @@ class PipelineConfig:
     universe: frozenset | None = None  # if set, bars of other symbols are dead-lettered (unknown_symbol)
     seq_window: int = 4096        # applied bars per symbol whose content a redelivery is checked against
     top_k: int = 5                # feature contributions per score (0 = none)
+    explain: str = "inline"       # "inline": in the score record; "deferred": on technic.explanations, after the scores
     score_from: str | None = None  # bars before this timestamp only build state (warm-up): no score, no drift
     max_payload: int = 65536
     alert_cooldown: int = 20      # timestamps between repeats of one alert
@@ -110,6 +112,7 @@ class ScoringPipeline:
         self._feature_index = {n: i for i, n in enumerate(R.FEATURE_NAMES)}
         self._ret_col = self._feature_index["ret_1"]
         self.ring = FeatureHistory(len(R.FEATURE_NAMES), self.cfg.history_len, self.engine.capacity)
+        self.deferred = check_explain(self.cfg.explain)
 
     # -- inputs -------------------------------------------------------------------
     def on_bar(self, raw: bytes, topic: str = "bars", partition: int | None = None,
@@ -253,9 +256,18 @@ class ScoringPipeline:
         hist = self.history(names, feature_columns(scorer), seq_len) if seq_len else None
         groups = sector_codes(names, self.engine.sectors)
         out = score_timestamp(t, names, feats, scorer, hist, groups, closes, self.cfg.top_k, self.extensions,
-                              self.stats)
+                              self.stats, self.deferred)
         self.stats.latency.observe(self.clock() - np.asarray(received, dtype=np.float64))  # one per score
         return out
+
+    def explanations(self) -> list[Output]:
+        """The explanation records of the timestamps scored since the last call (``explain="deferred"``;
+        the caller sends them after those timestamps' scores)."""
+        return run_deferred(self.deferred)
+
+    def deferred_jobs(self) -> list:
+        """The same as jobs, handed over (``stream.service.explainer`` runs them in the background)."""
+        return take_deferred(self.deferred)
 
     def history(self, names, cols, seq_len: int) -> np.ndarray:
         """(k, seq_len, len(cols)) last normalized rows per symbol (``FeatureHistory.window``)."""

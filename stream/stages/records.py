@@ -58,12 +58,24 @@ def feature_columns(scorer) -> list[int]:
 
 
 def score_timestamp(t: int, names, feats: np.ndarray, scorer, hist, groups, closes, top_k: int,
-                    extensions, stats: Stats) -> list[Output]:
-    """Score the universe of ``t`` (``feats``: (k, n_features) in registry order, ``names`` sorted)."""
+                    extensions, stats: Stats, deferred: list | None = None) -> list[Output]:
+    """Score the universe of ``t`` (``feats``: (k, n_features) in registry order, ``names`` sorted).
+
+    ``deferred`` (a list; explanations "deferred"): the score records carry no contributions and
+    ``"explanation": "deferred"``; a job is appended to ``deferred`` that returns the explanation
+    records of ``t`` (``explanation_records``), for the caller to run after the scores are sent."""
     X = np.ascontiguousarray(feats[:, feature_columns(scorer)])
     # the registry Scorer (technic.models.scoring): scores, win prob, contributions in one pass
-    res = scorer.predict(X, history=hist, top_k=top_k, groups=groups)
-    scores, win, contrib = res["scores"], res["win_prob"], res["contributions"]
+    defer = deferred is not None and top_k > 0
+    if defer:
+        res = scorer.predict(X, history=hist, top_k=top_k, groups=groups, defer_contributions=True)
+        contrib = [[] for _ in names]
+        explain = res["explain"]
+        deferred.append(lambda: explanation_records(t, names, scorer.version, explain()))
+    else:
+        res = scorer.predict(X, history=hist, top_k=top_k, groups=groups)
+        contrib = res["contributions"]
+    scores, win = res["scores"], res["win_prob"]
     horizons = list(scorer.horizons)
     primary = scores[horizons[0]]
     pct = cs_rank(primary)
@@ -84,20 +96,73 @@ def score_timestamp(t: int, names, feats: np.ndarray, scorer, hist, groups, clos
             stats.alerts[a["type"]] += 1
             out.append(Output("alerts", (a.get("symbol") or a["type"]).encode(), a))
     emit = utc_now_iso()
+    # python lists first: per-element float(numpy scalar) made this loop ~3x slower
+    score_l = {f"{h}d": scores[h].tolist() for h in horizons}
+    pct_l = np.where(np.isfinite(pct), pct, 0.0).tolist()
+    rank_l = rank.tolist()
+    win_l = None if win is None else np.asarray(win, np.float64).tolist()
+    online_l = {f"{h}d": (np.asarray(v, np.float64).tolist(), np.isfinite(v).tolist()) for h, v in online.items()}
+    k = len(names)
     for i, sym in enumerate(names):
         value = {
             "symbol": sym, "ts": ts, "model_version": version,
-            "scores": {f"{h}d": float(scores[h][i]) for h in horizons},
-            "percentile": float(pct[i]) if np.isfinite(pct[i]) else 0.0,
-            "rank": int(rank[i]), "universe_size": len(names),
-            "top_contributions": [{"feature": f, "value": None if not np.isfinite(v) else float(v),
-                                   "contribution": float(c)} for f, v, c in contrib[i]],
+            "scores": {h: v[i] for h, v in score_l.items()},
+            "percentile": pct_l[i], "rank": rank_l[i], "universe_size": k,
+            "top_contributions": _contribution_list(contrib[i]),
             "event_time": ts, "emit_time": emit, "key": f"{sym}|{ts}|{version}",
         }
-        if win is not None:
-            value["win_prob"] = float(win[i])
-        if online:
-            value["score_online"] = {f"{h}d": float(v[i]) for h, v in online.items() if np.isfinite(v[i])}
+        if defer:
+            value["explanation"] = "deferred"
+        if win_l is not None:
+            value["win_prob"] = win_l[i]
+        if online_l:
+            value["score_online"] = {h: v[i] for h, (v, ok) in online_l.items() if ok[i]}
         out.append(Output("scores", sym.encode(), value))
     stats.scores_out += len(names)
+    return out
+
+
+def _contribution_list(top) -> list[dict]:
+    return [{"feature": f, "value": None if not np.isfinite(v) else float(v), "contribution": float(c)}
+            for f, v, c in top]
+
+
+def explanation_records(t: int, names, version: str, contrib) -> list[Output]:
+    """One ``technic.explanations`` record per symbol of ``t`` (keyed by symbol, value key
+    ``symbol|ts|model_version`` as its score's): the top contributions a deferred score left out."""
+    ts = ts_string(t)
+    emit = utc_now_iso()
+    return [Output("explanations", sym.encode(), {
+        "symbol": sym, "ts": ts, "model_version": version, "key": f"{sym}|{ts}|{version}",
+        "top_contributions": _contribution_list(contrib[i]), "event_time": ts, "emit_time": emit})
+        for i, sym in enumerate(names)]
+
+
+EXPLAIN_MODES = ("inline", "deferred")
+
+
+def check_explain(mode: str) -> list | None:
+    """The stage's list of deferred explanation jobs for ``mode`` (None when inline)."""
+    if mode not in EXPLAIN_MODES:
+        raise ValueError(f"explain must be one of {EXPLAIN_MODES}, got {mode!r}")
+    return [] if mode == "deferred" else None
+
+
+def take_deferred(jobs: list | None) -> list:
+    """The deferred explanation jobs (oldest first), handed over and cleared (to run elsewhere)."""
+    if not jobs:
+        return []
+    out = list(jobs)
+    jobs.clear()
+    return out
+
+
+def run_deferred(jobs: list | None) -> list[Output]:
+    """Run (and clear) the deferred explanation jobs, oldest timestamp first."""
+    if not jobs:
+        return []
+    out = []
+    for job in jobs:
+        out += job()
+    jobs.clear()
     return out

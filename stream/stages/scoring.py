@@ -41,7 +41,8 @@ from stream.stages import scoring_checkpoint
 from stream.stages.alerts import AlertGate, make_alert
 from stream.stages.history import FeatureHistory
 from stream.stages.models import ModelSource
-from stream.stages.records import Stats, feature_columns, score_timestamp
+from stream.stages.records import (Stats, check_explain, feature_columns, run_deferred, score_timestamp,
+                                   take_deferred)
 
 import orjson
 
@@ -52,6 +53,7 @@ class ScoringConfig:
     stall_s: float = 60.0      # ... or this long after the last progress even if a partition is not
     history_len: int = 32
     top_k: int = 5
+    explain: str = "inline"    # "deferred": contributions on technic.explanations after the scores (records.py)
     alert_cooldown: int = 20
 
 
@@ -75,6 +77,7 @@ class ScoringStage:
         self.gate = AlertGate(self.cfg.alert_cooldown)
         self.ring = FeatureHistory(len(R.FEATURE_NAMES), self.cfg.history_len, self.engine.capacity)
         self.restored_model: str | None = None   # model version a restored snapshot was written under
+        self.deferred = check_explain(self.cfg.explain)
 
     # -- input ---------------------------------------------------------------------------
     def on_record(self, raw: bytes, topic="features", partition=None, offset=None,
@@ -181,14 +184,26 @@ class ScoringStage:
         hist = self.ring.window(self.engine.slots, names, feature_columns(scorer), seq_len) if seq_len else None
         closes = np.array([bucket[s][1] for s in names])
         out += score_timestamp(t, names, feats, scorer, hist, sector_codes(names, self.engine.sectors), closes,
-                               self.cfg.top_k, self.extensions, self.stats)
+                               self.cfg.top_k, self.extensions, self.stats, self.deferred)
         self.stats.latency.observe(self.clock() - np.array([bucket[s][2] for s in names]))
         return out
+
+    def explanations(self) -> list[Output]:
+        """Explanation records of the timestamps closed since the last call (``explain="deferred"``)."""
+        return run_deferred(self.deferred)
+
+    def deferred_jobs(self) -> list:
+        """The same as jobs, handed over (``stream.service.explainer`` runs them in the background)."""
+        return take_deferred(self.deferred)
 
     # -- checkpoints (stream.stages.scoring_checkpoint) -------------------------------------
     def snapshot(self, offsets: dict[int, int]) -> Output:
         """The whole state as one snapshot record, with the features offsets it reflects."""
         return scoring_checkpoint.snapshot(self, offsets)
+
+    def capture(self, offsets: dict[int, int]):
+        """``snapshot`` in two steps: copy the state now, build the record later (off the loop)."""
+        return scoring_checkpoint.capture(self, offsets)
 
     def restore(self, snap: dict) -> dict[int, int]:
         """Load a snapshot into this fresh stage; return the features offsets to resume from."""
