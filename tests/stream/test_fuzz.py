@@ -152,7 +152,7 @@ def run(secs, fund_recs, good, inserts):
         for kind, raw, cls, key in inserts.get(i, ()):
             before = p.stats.redelivered
             o = handler[kind](raw, kind, 0, off[kind], key=key)
-            per_bad.append((cls, kind, off[kind], o, p.stats.redelivered - before))
+            per_bad.append((cls, kind, 0, off[kind], o, p.stats.redelivered - before))
             off[kind] += 1
             outs += o
         if i < len(good):
@@ -283,8 +283,11 @@ def bad_record(draw):
     return i, kind, raw, cls, (None if kind == "control" else symbol_key(raw))
 
 
-def check_bad(per_bad) -> None:
-    for cls, kind, off, outs, redelivered in per_bad:
+def check_bad(per_bad, totals=None) -> None:
+    """Each ``(class, topic kind, partition, offset, outputs, redelivered)`` of one bad record: exactly one
+    dead letter naming that origin with an allowed reason, or (exact redelivery) none and one counted."""
+    totals = TOTALS if totals is None else totals
+    for cls, kind, partition, off, outs, redelivered in per_bad:
         dead = [o.value for o in outs if o.kind == "deadletter"]
         allowed = CLASSES[cls]
         if allowed is None:
@@ -293,8 +296,8 @@ def check_bad(per_bad) -> None:
             assert len(dead) == 1 and redelivered == 0, (cls, kind, outs)
             d = dead[0]
             assert d["reason_code"] in allowed, (cls, d)
-            assert (d["source_topic"], d["offset"]) == (kind, off)
-        TOTALS["by_class"][cls] = TOTALS["by_class"].get(cls, 0) + 1
+            assert (d["source_topic"], d["partition"], d["offset"]) == (kind, partition, off)
+        totals["by_class"][cls] = totals["by_class"].get(cls, 0) + 1
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -373,7 +376,7 @@ def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  #
     # expected outcome from the in-process pipeline (same order per topic)
     p_ref, outs_ref = run(ctx["secs"], ctx["fund"], ctx["good"], inserts)
     check_bad(p_ref.per_bad)
-    expect_dead = {(topic_name(k), off): cls for cls, k, off, o, r in p_ref.per_bad if not r}
+    expect_dead = {(topic_name(k), off): cls for cls, k, _, off, o, r in p_ref.per_bad if not r}
     n_redelivered = sum(1 for *_, r in p_ref.per_bad if r)
 
     side = [(topic_name("fundamentals"), symbol_key(v), v) for v in ctx["fund"]]

@@ -1,0 +1,224 @@
+"""Property-based bad input in split mode: per-symbol stages over partitions, then the scoring stage.
+
+The same bad-input classes and hypothesis strategies as the one-process fuzz suite
+(``tests.stream.test_fuzz``: ``CLASSES``, ``bad_record``), mixed at random positions into the
+same clean stream of good bars (12 symbols of the 400-day fixture), now fed to the split
+topology: ``P`` = 6 input partitions owned by 3 per-symbol stages (``--member i/3``: partition
+``p`` belongs to stage ``p % 3``), whose feature rows and watermarks go through the wire
+encoding into one scoring stage. Each record goes to the partition of its Kafka key as the
+producer's partitioner (aiokafka's ``DefaultPartitioner``: murmur2 of the key) would route it;
+a null key goes to a random partition (here a fixed pseudo-random one, a CRC of the payload).
+Partitions progress at different speeds (random chunks per partition, a watermark after each).
+
+Contract checked for every example (as in test_fuzz):
+
+* no stage raises;
+* every bad record yields exactly one schema-valid dead letter naming its origin (topic,
+  partition, offset) with a ``reason_code`` its class allows - except an exact redelivery,
+  which is skipped and counted in the owning stage's ``stats.redelivered``;
+* good records yield no dead letter, their feature rows (every time-series feature, not only
+  the few the test model reads) are identical to the clean split run's, the scoring stage dead-letters nothing and drops no late
+  row, and the scores of the good records are identical (every field but ``emit_time``) to a
+  clean split run and to the clean one-process run (the fixture checks those two are equal).
+
+**Control-topic classes do not apply to split mode** (``control_unknown_model``,
+``control_malformed``): neither split role consumes ``technic.control`` - the scoring worker
+learns of promoted models by polling the registry (``ScoringWorker._live`` ->
+``ModelSource.poll_registry``), the per-symbol worker reads only bars, fundamentals and alt. Those
+records are still drawn (the strategy is shared) and published, and must change nothing: no
+dead letter, same scores (counted as ``not_consumed``).
+
+Level (a) runs in process; level (b) sends a few thousand records through the real broker to 3
+per-symbol worker processes and a scoring worker process (static assignment) and checks the
+same on the scores and dead-letter topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import zlib
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka.partitioner import murmur2
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from stream.io.codecs import validate
+from stream.stages.symbol import SymbolStage
+
+from .test_fuzz import (CLASSES, CTX, EXAMPLES, N_DAYS, N_DAYS_BROKER, PER_EXAMPLE, _deterministic_examples,
+                        bad_record, check_bad, prepare, score_view, symbol_key)
+from .test_pipeline import FIX, LinearScorer, data  # noqa: F401 (fixture)
+from .test_split import scoring, wire
+
+P, MEMBERS = 6, 3
+NOT_CONSUMED = {"control_unknown_model", "control_malformed"}   # no split role reads technic.control
+TOTALS = {"bad": 0, "dead": 0, "redelivered": 0, "not_consumed": 0, "good": 0, "by_class": {}}
+
+
+def partition_for(key: bytes | None, raw: bytes) -> int:
+    """The input partition a producer sends a record to: murmur2 of the key (aiokafka's and the
+    Java client's default partitioner); a null key goes to a random partition (here: by payload CRC)."""
+    if key is None:
+        return zlib.crc32(raw) % P
+    return (murmur2(key) & 0x7FFFFFFF) % P
+
+
+def interleave(good, inserts) -> list[tuple]:
+    """Records in publish order: ``inserts[i]`` (kind, raw, cls, key) before good bar ``i``.
+    Each is (kind, raw, cls or None for a good bar, key)."""
+    out = []
+    for i in range(len(good) + 1):
+        out += inserts.get(i, ())
+        if i < len(good):
+            out.append(("bars", good[i], None, symbol_key(good[i])))
+    return out
+
+
+class SplitRun:
+    """3 per-symbol stages over P partitions and one scoring stage, in process."""
+
+    def __init__(self, secs, fund_recs):
+        self.stages = [SymbolStage(secs, n_partitions=P) for _ in range(MEMBERS)]
+        self.sc = scoring(secs)
+        self.off: dict = {}                 # (kind, partition) -> next offset, as the broker assigns them
+        self.outs: list = []                # scoring stage outputs
+        self.dead: list = []                # per-symbol stage dead letters
+        self.per_bad: list = []             # check_bad's (cls, kind, partition, offset, outs, redelivered)
+        self.not_consumed = 0
+        self.rows: dict = {}                # (symbol, ts) -> feature row record on the wire (less "received")
+        for v in fund_recs:
+            key = symbol_key(v)
+            p = partition_for(key, v)
+            assert not self._handle("fundamentals", v, None, key, p, self._offset("fundamentals", p))
+
+    def _offset(self, kind, p) -> int:
+        o = self.off.get((kind, p), 0)
+        self.off[(kind, p)] = o + 1
+        return o
+
+    def _to_scoring(self, outs) -> None:
+        for raw in wire(outs):
+            v = orjson.loads(raw)
+            if v["type"] == "row":
+                k = (v.pop("symbol"), v.pop("ts"))
+                assert k not in self.rows, f"two feature rows for {k}"
+                self.rows[k] = {f: x for f, x in v.items() if f != "received"}
+            self.outs += self.sc.on_record(raw, "features", 0, self._offset("features", 0))
+
+    def _handle(self, kind, raw, cls, key, p, off) -> list:
+        stage = self.stages[p % MEMBERS]
+        before = stage.stats.redelivered
+        fn = {"bars": stage.on_bar, "fundamentals": stage.on_fundamental, "alt": stage.on_alt}[kind]
+        o = fn(raw, topic=kind, partition=p, offset=off, key=key)
+        dead = [x for x in o if x.kind == "deadletter"]
+        self.dead += [x.value for x in dead]
+        if cls is None:
+            assert not dead, dead           # a good record is never dead-lettered
+        else:
+            self.per_bad.append((cls, kind, p, off, o, stage.stats.redelivered - before))
+        self._to_scoring(o)
+        return dead
+
+    def run(self, records, seed: int) -> "SplitRun":
+        """Route ``records`` to their partitions, then consume the partitions in random chunks."""
+        queues: dict[int, list] = {p: [] for p in range(P)}
+        for kind, raw, cls, key in records:
+            if kind == "control":           # published to technic.control, which no split role reads
+                self.not_consumed += 1
+                continue
+            p = partition_for(key, raw)
+            queues[p].append((kind, raw, cls, key, self._offset(kind, p)))
+        rng = np.random.default_rng(seed)
+        pos = {p: 0 for p in range(P)}
+        while True:
+            live = [p for p in range(P) if pos[p] < len(queues[p])]
+            if not live:
+                break
+            p = live[int(rng.integers(len(live)))]
+            chunk = queues[p][pos[p]:pos[p] + int(rng.integers(1, 40))]
+            pos[p] += len(chunk)
+            for kind, raw, cls, key, off in chunk:
+                self._handle(kind, raw, cls, key, p, off)
+            self._to_scoring(self.stages[p % MEMBERS].watermarks([p]))
+            self.outs += self.sc.poll()
+        for i, stage in enumerate(self.stages):   # every worker caught up with its input
+            self._to_scoring(stage.watermarks([p for p in range(P) if p % MEMBERS == i], caught_up=True))
+        self.outs += self.sc.poll()
+        self.closed_by_watermarks = self.sc.stats.timestamps_closed
+        self.outs += self.sc.flush()
+        return self
+
+    def scores(self) -> dict:
+        got = {}
+        for o in self.outs:
+            if o.kind == "scores":
+                k = (o.value["symbol"], o.value["ts"])
+                assert k not in got, f"duplicate score {k}"
+                got[k] = score_view(o.value)
+        return got
+
+    @property
+    def redelivered(self) -> int:
+        return sum(s.stats.redelivered for s in self.stages)
+
+
+def check_scoring_clean(r: SplitRun) -> None:
+    assert not [o for o in r.outs if o.kind == "deadletter"], "the scoring stage dead-lettered a features record"
+    assert not r.sc.stats.deadletter and r.sc.late_rows == 0 and not r.sc.pending
+
+
+@pytest.fixture(scope="module")
+def split_data(data):  # noqa: F811
+    ctx = prepare(data, N_DAYS)                      # the clean one-process run: ctx["clean"]
+    r = SplitRun(ctx["secs"], ctx["fund"]).run(interleave(ctx["good"], {}), seed=0)
+    check_scoring_clean(r)
+    assert not r.dead and r.closed_by_watermarks == N_DAYS - 1   # only the last timestamp needs flush
+    assert r.scores() == ctx["clean"]                # split mode == one-process mode, every field
+    ctx["clean_rows"] = r.rows
+    assert len({partition_for(symbol_key(v), v) for v in ctx["good"]}) >= 4   # the symbols do spread
+    return ctx
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure prints its example at once
+          suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_split_bad_records_dead_lettered_good_scores_unchanged(split_data, data_):
+    ctx = split_data
+    CTX.update(good=ctx["good"], states=ctx["states"])   # the good stream bad_record draws against
+    n = data_.draw(st.integers(*PER_EXAMPLE))
+    bad = data_.draw(st.lists(bad_record(), min_size=n, max_size=n))
+    seed = data_.draw(st.integers(0, 2**32 - 1))
+    inserts: dict = {}
+    for i, kind, raw, cls, key in bad:
+        inserts.setdefault(i, []).append((kind, raw, cls, key))
+    r = SplitRun(ctx["secs"], ctx["fund"]).run(interleave(ctx["good"], inserts), seed)   # never raises
+    check_bad(r.per_bad, TOTALS)
+    check_scoring_clean(r)
+    assert r.rows == ctx["clean_rows"]     # every time-series feature of every good bar, not only the model's
+    assert r.scores() == ctx["clean"]
+    n_redelivered = sum(1 for *_, red in r.per_bad if red)
+    assert n_redelivered == r.redelivered
+    assert len(r.dead) + n_redelivered + r.not_consumed == len(bad)
+    for d in r.dead[:: max(1, len(r.dead) // 20)]:
+        validate("deadletter", d)
+    TOTALS["bad"] += len(bad)
+    TOTALS["dead"] += len(r.dead)
+    TOTALS["redelivered"] += n_redelivered
+    TOTALS["not_consumed"] += r.not_consumed
+    TOTALS["good"] += len(ctx["good"])
+
+
+def test_split_fuzz_volume_and_class_coverage():
+    """Runs after the property test (file order): every class that applies to split mode exercised."""
+    if TOTALS["bad"] == 0:
+        pytest.skip("property test not run in this session")
+    print(f"\nfuzz (split, in-process): {TOTALS}")
+    assert TOTALS["bad"] >= EXAMPLES * PER_EXAMPLE[0]
+    assert set(TOTALS["by_class"]) == set(CLASSES) - NOT_CONSUMED and TOTALS["not_consumed"] > 0
+    assert TOTALS["dead"] + TOTALS["redelivered"] + TOTALS["not_consumed"] == TOTALS["bad"]
