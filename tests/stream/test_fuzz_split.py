@@ -222,3 +222,154 @@ def test_split_fuzz_volume_and_class_coverage():
     assert TOTALS["bad"] >= EXAMPLES * PER_EXAMPLE[0]
     assert set(TOTALS["by_class"]) == set(CLASSES) - NOT_CONSUMED and TOTALS["not_consumed"] > 0
     assert TOTALS["dead"] + TOTALS["redelivered"] + TOTALS["not_consumed"] == TOTALS["bad"]
+
+
+# ------------------------------------------------ (b) real broker + split worker processes
+# the scoring worker with the tests' linear stand-in scorer (no registry needed): argv = bootstrap port grace secs
+_LINEAR_SCORING_LAUNCH = """
+import asyncio, sys
+from stream.service.app import WorkerSettings
+from stream.service.logs import setup_logging
+from stream.service.scoring_worker import serve_scoring_worker
+from stream.stages.models import ModelSource
+from stream.stages.scoring import ScoringConfig, ScoringStage
+from technic.data import load_securities, sector_map
+from tests.stream.test_pipeline import LinearScorer
+boot, port, grace, secs = sys.argv[1:5]
+setup_logging(False)
+stage = ScoringStage(ModelSource(None, scorer=LinearScorer()), sectors=sector_map(load_securities(secs)),
+                     config=ScoringConfig(grace_s=float(grace)))
+asyncio.run(serve_scoring_worker(WorkerSettings(bootstrap=boot, web_port=int(port)), stage, checkpoint_s=1.0))
+"""
+
+
+def _linear_topology(boot, work, env):
+    """``SplitTopology`` (3 per-symbol CLI workers, ``--member i/3``) whose scoring worker serves LinearScorer."""
+    import sys
+
+    from stream.tools.split_run import SplitTopology
+
+    class LinearSplitTopology(SplitTopology):
+        def _cmd(self, role, port, member=None):
+            if role == "scoring":
+                return [sys.executable, "-c", _LINEAR_SCORING_LAUNCH, self.boot, str(port), str(self.grace_s),
+                        str(self.securities)]
+            return super()._cmd(role, port, member)
+
+    return LinearSplitTopology(boot, work, work, env, MEMBERS, securities=FIX / "securities_400d.csv",
+                               checkpoint_s=1.0, grace_s=2.0)
+
+
+def _origins(records_by_kind: dict, messages) -> dict:
+    """(topic kind, partition, offset) -> class (None: good) of every input message read back from
+    the broker. Records are matched on (key, value) in publish order per partition; identical
+    (key, value) pairs share a partition unless the key is null, and those are all ``wrong_key``."""
+    from collections import deque
+    todo = {kind: {} for kind in records_by_kind}
+    for kind, recs in records_by_kind.items():
+        for key, raw, cls in recs:
+            todo[kind].setdefault((key, raw), deque()).append(cls)
+    out = {}
+    for kind, p, off, key, raw in sorted(messages, key=lambda m: (m[0], m[1], m[2])):
+        out[(kind, p, off)] = todo[kind][(key, raw)].popleft()
+    assert all(not q for d in todo.values() for q in d.values()), "a published record was not read back"
+    return out
+
+
+@pytest.mark.broker
+def test_split_fuzz_through_broker_and_workers(broker, data, tmp_path, monkeypatch):  # noqa: F811
+    """720 good bars + 2,000 bad records through the real broker, 3 per-symbol workers and the scoring worker."""
+    from stream.io.topic_reader import read_to_end
+    from stream.io.topics_config import create_topics, topic_name, topic_specs
+    from stream.tools.publisher import publish
+    from stream.tools.split_run import health
+    from stream.tools.tail import tail
+
+    ctx = prepare(data, N_DAYS_BROKER)
+    prefix = f"fzs{time.time_ns() % 10**9}."
+    monkeypatch.setenv("TECHNIC_TOPIC_PREFIX", prefix)
+    create_topics(broker.bootstrap, topic_specs(partitions=P))
+    bad = _deterministic_examples(st.lists(bad_record(), min_size=250, max_size=250), 8)   # 2,000 records
+    inserts: dict = {}
+    for i, kind, raw, cls, key in bad:
+        inserts.setdefault(i, []).append((kind, raw, cls, key))
+    # the same records in process first: the contract holds there (and the reference counts)
+    ref = SplitRun(ctx["secs"], ctx["fund"]).run(interleave(ctx["good"], inserts), seed=0)
+    check_bad(ref.per_bad, {"by_class": {}})
+    assert ref.scores() == ctx["clean"]
+
+    # reference data first (as the one-process test does): fundamentals, good and bad
+    side = [(key, v, None) for v in ctx["fund"] for key in [symbol_key(v)]]
+    side += [(key, raw, cls) for i in sorted(inserts) for k, raw, cls, key in inserts[i] if k == "fundamentals"]
+    stream = [r for r in interleave(ctx["good"], inserts) if r[0] != "fundamentals"]
+    published = {"fundamentals": side, **{k: [(key, raw, cls) for kk, raw, cls, key in stream if kk == k]
+                                          for k in ("bars", "alt", "control")}}
+    asyncio.run(publish(broker.bootstrap, [(topic_name("fundamentals"), k, v) for k, v, _ in side]))
+    env = dict(os.environ, TECHNIC_TOPIC_PREFIX=prefix, TECHNIC_PARTITIONS=str(P),
+               PYTHONPATH=os.pathsep.join([str(FIX.parents[1]), os.environ.get("PYTHONPATH", "")]))
+    topo = _linear_topology(broker.bootstrap, tmp_path, env)
+    t0 = time.time()
+    try:
+        topo.start()
+        st_pub = asyncio.run(publish(broker.bootstrap, [(topic_name(k), key, raw) for k, raw, _, key in stream],
+                                     window=500))
+        assert st_pub["retries"] == 0, "offsets would shift; rerun"
+        n_good = len(ctx["good"])
+        deadline = time.time() + 180
+        while True:
+            sc = topo.status("scoring")
+            syms = [topo.status(f"symbol{i}") for i in range(MEMBERS)]
+            if sc["bars_applied"] >= n_good and sc["pending_timestamps"] == 0 and all(s["caught_up"] for s in syms):
+                break
+            assert time.time() < deadline, (sc, syms)
+            assert all(p.poll() is None for p in topo.procs.values()), "every worker must stay up"
+            time.sleep(0.5)
+        scores: list = []
+        asyncio.run(tail(broker.bootstrap, "scores", from_beginning=True, idle_s=2, out=lambda s: None,
+                         raw=scores.append))
+        dead: list = []
+        inputs: list = []
+
+        async def collect_dead(msgs):
+            dead.extend((m.key, orjson.loads(m.value)) for m in msgs)
+
+        async def collect_inputs(msgs):
+            inputs.extend((m.topic.rsplit(".", 1)[-1], m.partition, m.offset, m.key, m.value) for m in msgs)
+        asyncio.run(read_to_end(broker.bootstrap, topic_name("deadletter"), collect_dead))
+        for k in ("bars", "fundamentals", "alt", "control"):
+            asyncio.run(read_to_end(broker.bootstrap, topic_name(k), collect_inputs))
+        assert all(p.poll() is None for p in topo.procs.values()), "every worker must stay up"
+    finally:
+        topo.stop()
+    seconds = time.time() - t0
+    origins = _origins(published, inputs)
+    # scores: every good bar's, once, identical to the clean one-process run (and so to the clean split run)
+    got = {}
+    for v in scores:
+        k = (v["symbol"], v["ts"])
+        assert k not in got, f"score {k} emitted twice (no worker restarted)"
+        got[k] = score_view(v)
+    assert got == ctx["clean"]
+    assert sc["deadletter"] == {} and sc["late_rows"] == 0
+    # dead letters: one per bad record (not exact redeliveries, not control), naming its origin, keyed by topic
+    expect = {o: cls for o, cls in origins.items()
+              if cls is not None and cls not in NOT_CONSUMED and CLASSES[cls] is not None}
+    seen = {}
+    for key, d in dead:
+        validate("deadletter", d)
+        assert key == d["source_topic"].encode()
+        o = (d["source_topic"].rsplit(".", 1)[-1], d["partition"], d["offset"])
+        assert o not in seen, f"two dead letters for {o}"
+        assert o in expect, (o, origins.get(o), d)
+        assert d["reason_code"] in CLASSES[expect[o]], (expect[o], d)
+        seen[o] = d
+    assert set(seen) == set(expect), sorted(set(expect) - set(seen))[:5]
+    n_redelivered = sum(1 for cls in origins.values() if cls == "redelivery")
+    assert sum(s["redelivered"] for s in syms) == n_redelivered == ref.redelivered
+    assert len(dead) == len(ref.dead)
+    by_part = {p: sum(1 for (k, q, _), c in origins.items() if k == "bars" and q == p and c is not None)
+               for p in range(P)}
+    print(f"\nfuzz (split, broker): {len(bad)} bad + {n_good} good records over {P} partitions "
+          f"(bad bars per partition {by_part}); {len(dead)} dead letters, {n_redelivered} redeliveries skipped, "
+          f"{sum(1 for c in origins.values() if c in NOT_CONSUMED)} control records not consumed, "
+          f"{len(got)} scores identical to the clean run; workers ran {seconds:.0f} s")
