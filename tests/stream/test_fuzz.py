@@ -6,7 +6,8 @@ stream of good bars (12 symbols of the 400-day fixture):
 malformed JSON (truncated records, random bytes, NaN/Infinity literals, 1e999),
 wrong types, missing required fields, extra fields, NaN/inf given as strings,
 non-positive prices, high < low, negative volume, malformed symbols, malformed
-or impossible timestamps, timestamps far in the future, oversize payloads
+or impossible timestamps, timestamps far in the future, timestamps before the nanosecond
+range (year < 1678: they used to wrap around to a later date and be applied), oversize payloads
 (> 64 KiB), a duplicate bar (same symbol and timestamp, new seq), an
 out-of-order bar (earlier timestamp, new seq), an exact redelivery (a copy of
 an already applied bar, same seq), a conflicting redelivery (an applied seq with
@@ -72,6 +73,7 @@ CLASSES = {
     "malformed_symbol": {"schema"},
     "malformed_ts": {"schema", "sanity"},
     "future_ts": {"sanity"},
+    "ancient_ts": {"sanity"},
     "oversize": {"oversize"},
     "duplicate_bar": {"duplicate"},
     "out_of_order_bar": {"out_of_order"},
@@ -179,6 +181,10 @@ bad_symbols = st.one_of(
     st.sampled_from(["aapl", "", " AAPL", "AAPL ", "A" * 16, "1ABC", "A/B", "A_B", "ÄPPLE"]))
 far_future = st.builds(lambda y, m, d, t: f"{y:04d}-{m:02d}-{d:02d}" + t, st.integers(2100, 9999),
                        st.integers(1, 12), st.integers(1, 28), st.sampled_from(["", "T10:00:00Z", " 16:00"]))
+ancient_ts = st.one_of(  # valid ISO dates before 1677-09-21, the first int64-nanosecond timestamp
+    st.builds(lambda y, m, d, t: f"{y:04d}-{m:02d}-{d:02d}" + t, st.integers(1, 1677), st.integers(1, 12),
+              st.integers(1, 28), st.sampled_from(["", "T10:00:00Z", " 16:00"])),
+    st.sampled_from(["0001-01-01", "1500-06-01", "1677-09-20", "1677-09-21T00:00:00Z"]))
 malformed_ts = st.one_of(st.sampled_from(["2017-02-30", "2017-13-01", "2017-00-10", "17-01-01", "2017/01/03",
                                           "yesterday", "", "2017-01-03T25:00:00Z", "2017-01-03T10:61"]),
                          st.text(max_size=12).filter(lambda s: not s[:4].isdigit()))
@@ -234,6 +240,8 @@ def bad_record(draw):
         rec["ts"] = draw(malformed_ts)
     elif cls == "future_ts":
         rec["ts"] = draw(far_future)
+    elif cls == "ancient_ts":
+        rec["ts"] = draw(ancient_ts)
     elif cls == "oversize":
         n = draw(st.integers(65537, 150_000))
         src = good[min(i, len(good) - 1)]
