@@ -28,6 +28,10 @@ learns of promoted models by polling the registry (``ScoringWorker._live`` ->
 records are still drawn (the strategy is shared) and published, and must change nothing: no
 dead letter, same scores (counted as ``not_consumed``).
 
+The scoring stage's own input is fuzzed too (``test_scoring_stage_dead_letters_malformed_features_records``):
+records of the clean ``technic.features`` stream with a field dropped, of the wrong type or range,
+an unknown type, or truncated JSON, each one ``schema`` dead letter that changes nothing.
+
 Level (a) runs in process; level (b) sends a few thousand records through the real broker to 3
 per-symbol worker processes and a scoring worker process (static assignment) and checks the
 same on the scores and dead-letter topics.
@@ -51,7 +55,7 @@ from stream.io.codecs import validate
 from stream.stages.symbol import SymbolStage
 
 from .test_fuzz import (CLASSES, CTX, EXAMPLES, N_DAYS, N_DAYS_BROKER, PER_EXAMPLE, _deterministic_examples,
-                        bad_record, check_bad, prepare, score_view, symbol_key)
+                        ancient_ts, bad_record, check_bad, malformed_ts, prepare, score_view, symbol_key)
 from .test_pipeline import FIX, LinearScorer, data  # noqa: F401 (fixture)
 from .test_split import scoring, wire
 
@@ -91,6 +95,7 @@ class SplitRun:
         self.per_bad: list = []             # check_bad's (cls, kind, partition, offset, outs, redelivered)
         self.not_consumed = 0
         self.rows: dict = {}                # (symbol, ts) -> feature row record on the wire (less "received")
+        self.wire: list = []                # every technic.features record, in the order the scoring stage read them
         for v in fund_recs:
             key = symbol_key(v)
             p = partition_for(key, v)
@@ -103,6 +108,7 @@ class SplitRun:
 
     def _to_scoring(self, outs) -> None:
         for raw in wire(outs):
+            self.wire.append(raw)
             v = orjson.loads(raw)
             if v["type"] == "row":
                 k = (v.pop("symbol"), v.pop("ts"))
@@ -179,7 +185,7 @@ def split_data(data):  # noqa: F811
     check_scoring_clean(r)
     assert not r.dead and r.closed_by_watermarks == N_DAYS - 1   # only the last timestamp needs flush
     assert r.scores() == ctx["clean"]                # split mode == one-process mode, every field
-    ctx["clean_rows"] = r.rows
+    ctx["clean_rows"], ctx["clean_wire"] = r.rows, r.wire
     assert len({partition_for(symbol_key(v), v) for v in ctx["good"]}) >= 4   # the symbols do spread
     return ctx
 
@@ -222,6 +228,105 @@ def test_split_fuzz_volume_and_class_coverage():
     assert TOTALS["bad"] >= EXAMPLES * PER_EXAMPLE[0]
     assert set(TOTALS["by_class"]) == set(CLASSES) - NOT_CONSUMED and TOTALS["not_consumed"] > 0
     assert TOTALS["dead"] + TOTALS["redelivered"] + TOTALS["not_consumed"] == TOTALS["bad"]
+
+
+# ----------------------------------- (a') the scoring stage's own input: malformed technic.features records
+I64 = st.integers(-2**63, 2**63 - 1)   # what JSON (orjson) can carry
+junk = st.one_of(st.none(), st.booleans(), I64, st.floats(allow_nan=False, allow_infinity=False),
+                 st.text(max_size=8), st.lists(I64, max_size=3), st.dictionaries(st.text(max_size=3), I64, max_size=2))
+not_str = junk.filter(lambda x: not isinstance(x, str))
+not_number = junk.filter(lambda x: x is not None and (isinstance(x, bool) or not isinstance(x, (int, float))))
+not_int = junk.filter(lambda x: isinstance(x, bool) or not isinstance(x, int))
+bad_ts = st.one_of(not_str, malformed_ts, ancient_ts)
+
+
+WIRE: list = []   # the clean technic.features stream (kept out of hypothesis' reprs)
+
+
+@st.composite
+def bad_features_record(draw):
+    """(position, raw) of one malformed technic.features record: a clean record of the stream (WIRE) with
+    one field dropped or given a value of the wrong type or range, an unknown type, or truncated JSON."""
+    wire_log = WIRE
+    i = draw(st.integers(0, len(wire_log) - 1))
+    src = wire_log[i]
+    v = orjson.loads(src)
+    how = draw(st.sampled_from(["truncate", "type", "drop", "field"]))
+    if how == "truncate":
+        return i, src[:draw(st.integers(0, len(src) - 1))]
+    if how == "type":
+        v["type"] = draw(junk.filter(lambda x: x not in ("row", "wm")))
+    elif how == "drop":
+        v.pop(draw(st.sampled_from(["type", "ts", "symbol", "row"] if v["type"] == "row"
+                                   else ["type", "partition", "n_partitions", "wm", "caught_up"])))
+    elif v["type"] == "row":
+        f = draw(st.sampled_from(["ts", "symbol", "row", "row_len", "row_item", "close", "received"]))
+        if f == "ts":
+            v["ts"] = draw(bad_ts)
+        elif f == "symbol":
+            v["symbol"] = draw(st.one_of(not_str, st.just("")))
+        elif f == "row":
+            v["row"] = draw(junk.filter(lambda x: not isinstance(x, list)))
+        elif f == "row_len":
+            n = len(v["row"])
+            v["row"] = (v["row"] + [1.0] * 3)[:draw(st.integers(0, n + 3).filter(lambda k: k != n))]
+        elif f == "row_item":
+            v["row"][draw(st.integers(0, len(v["row"]) - 1))] = draw(not_number)
+        else:
+            v[f] = draw(not_number)
+    else:
+        f = draw(st.sampled_from(["partition", "n_partitions", "wm", "caught_up"]))
+        if f == "partition":
+            v["partition"] = draw(st.one_of(not_int, st.integers(-2**40, -1), st.integers(v["n_partitions"], 2**40)))
+        elif f == "n_partitions":
+            v["n_partitions"] = draw(st.one_of(not_int, st.integers(-5, v["partition"]), st.integers(10_001, 2**63 - 1)))
+        elif f == "wm":
+            v["wm"] = draw(bad_ts.filter(lambda x: x is not None))
+        else:
+            v["caught_up"] = draw(junk.filter(lambda x: not isinstance(x, bool)))
+    return i, orjson.dumps(v)
+
+
+FEATURES_TOTALS = {"bad": 0, "dead": 0}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_scoring_stage_dead_letters_malformed_features_records(split_data, data_):
+    """A malformed record on technic.features (another producer, another version) is one ``schema``
+    dead letter naming its offset and changes nothing: same scores, no crash, no wedged timestamp."""
+    ctx = split_data
+    wire_log = WIRE[:] = ctx["clean_wire"]
+    bad = data_.draw(st.lists(bad_features_record(), min_size=60, max_size=60))
+    inserts: dict = {}
+    for i, raw in bad:
+        inserts.setdefault(i, []).append(raw)
+    sc = scoring(ctx["secs"])
+    outs, off, n_dead = [], 0, 0
+    for i, good in enumerate(wire_log):
+        for raw in inserts.get(i, ()):
+            o = sc.on_record(raw, "features", 0, off)
+            assert [(x.kind, x.value["reason_code"], x.value["offset"]) for x in o] == [("deadletter", "schema", off)]
+            validate("deadletter", o[0].value)
+            n_dead, off = n_dead + 1, off + 1
+        o = sc.on_record(good, "features", 0, off)
+        off += 1
+        assert not any(x.kind == "deadletter" for x in o), o
+        outs += o + (sc.poll() if i % 50 == 0 else [])
+    outs += sc.poll() + sc.flush()
+    assert sc.late_rows == 0 and sc.n_partitions == P and sorted(sc.wm) == list(range(P))
+    got = {(o.value["symbol"], o.value["ts"]): score_view(o.value) for o in outs if o.kind == "scores"}
+    assert got == ctx["clean"]
+    FEATURES_TOTALS["bad"] += len(bad)
+    FEATURES_TOTALS["dead"] += n_dead
+
+
+def test_features_fuzz_volume():
+    if FEATURES_TOTALS["bad"] == 0:
+        pytest.skip("property test not run in this session")
+    print(f"\nfuzz (scoring stage, technic.features): {FEATURES_TOTALS}")
+    assert FEATURES_TOTALS["dead"] == FEATURES_TOTALS["bad"] >= EXAMPLES * 60
 
 
 # ------------------------------------------------ (b) real broker + split worker processes
