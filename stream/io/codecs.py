@@ -42,6 +42,8 @@ DEFAULT_MAX_BYTES = 65536
 PRICE_TOL = 1e-9
 #: A bar timestamp further than this in the future (vs. wall clock) is rejected.
 DEFAULT_MAX_FUTURE = timedelta(days=2)
+#: ... and one before this: the worker keeps timestamps as int64 nanoseconds (from 1677-09-21 on).
+TS_MIN = datetime(1678, 1, 1, tzinfo=timezone.utc)
 
 
 class RecordError(DataError):
@@ -139,8 +141,8 @@ def sanity_check_bar(rec: dict, now: datetime | None = None,
     """Reject economically impossible bars with RecordError("sanity", ...).
 
     Checks: finite numbers, all given prices > 0, high >= low (tolerance 1e-9
-    relative), volume >= 0, ts parseable and not more than ``max_future`` ahead
-    of ``now`` (default: wall clock). An open or close outside [low, high] is
+    relative), volume >= 0, ts parseable, not before ``TS_MIN`` and not more than
+    ``max_future`` ahead of ``now`` (default: wall clock). An open or close outside [low, high] is
     kept, as in the batch cleaning policy (``technic.data.quality.POLICY``):
     real feeds print such bars and the batch path keeps them, so rejecting
     them here would make stream and batch disagree.
@@ -165,6 +167,8 @@ def sanity_check_bar(rec: dict, now: datetime | None = None,
         ts = _parse_ts_cached(rec["ts"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError("sanity", f"bar {sym} field ts: unparseable {rec.get('ts')!r} ({exc})") from None
+    if ts < TS_MIN:   # also keeps every timestamp inside the int64-nanosecond range of the worker
+        raise RecordError("sanity", f"bar {sym} field ts: {rec['ts']} is before {TS_MIN.date()}")
     now = now or _now()
     if ts > now + max_future:
         raise RecordError("sanity", f"bar {sym} field ts: {rec['ts']} is more than "

@@ -3,8 +3,10 @@
 Consumes ``technic.features`` (rows of the per-symbol stage, keyed by timestamp, and their
 partitions' watermarks; see ``stream.stages.symbol``). Rows of ``t`` are gathered per symbol
 (a redelivered row overwrites an identical one; a row for a timestamp already scored is a
-replay after a per-symbol worker restart and is dropped and counted). Timestamp ``t`` closes,
-oldest first, when
+replay after a per-symbol worker restart and is dropped and counted; a malformed record - not
+JSON, an unknown type, a missing field, a value of the wrong type, a row of the wrong length, a
+partition outside ``0 <= p < n_partitions`` - is dead-lettered as ``schema`` before it changes
+anything). Timestamp ``t`` closes, oldest first, when
 
 1. **complete**: every input partition's watermark is past ``t`` (the number of partitions comes
    with the watermarks, so the universe need not be known in advance); or
@@ -45,6 +47,12 @@ from stream.stages.records import (Stats, check_explain, feature_columns, run_de
                                    take_deferred)
 
 import orjson
+
+
+_NUMBER = (int, float)   # what orjson decodes a JSON number to (bool is neither)
+#: a watermark naming more input partitions than this is refused: one bogus record would hold every
+#: timestamp open until the stall rule (a well-typed but wrong count below it still does)
+MAX_PARTITIONS = 10_000
 
 
 @dataclass
@@ -96,28 +104,39 @@ class ScoringStage:
                            deadletter_record("schema", f"features record: {e}", topic, partition, offset, raw))]
 
     def _row(self, v: dict, received) -> list[Output]:
-        t = ts_ns(v["ts"])
-        row = np.array([np.nan if x is None else x for x in v["row"]], dtype=np.float64)
-        if row.shape != (self.n_ts,):
-            raise ValueError(f"row of {len(row)} values, expected {self.n_ts} (another feature registry?)")
+        # every field is checked before anything changes (KeyError/TypeError/ValueError: dead letter)
+        ts, sym, vals, close, recv = v["ts"], v["symbol"], v["row"], v.get("close"), v.get("received")
+        if type(ts) is not str or type(sym) is not str or not sym or type(vals) is not list:
+            raise TypeError(f"row: ts {ts!r:.40} and symbol {sym!r:.40} must be strings, row a list")
+        if len(vals) != self.n_ts:
+            raise ValueError(f"row of {len(vals)} values, expected {self.n_ts} (another feature registry?)")
+        vals = [np.nan if x is None else x for x in vals]
+        if not all(type(x) in _NUMBER for x in vals) or not all(x is None or type(x) in _NUMBER for x in (close, recv)):
+            raise TypeError("row: row values, close and received must be numbers or null")
+        t = ts_ns(ts)
+        row = np.array(vals, dtype=np.float64)
         if t <= self.last_closed:
             self.late_rows += 1   # a per-symbol worker replaying after a restart: already scored
             return []
         self.stats.bars_in += 1
-        close = np.nan if v.get("close") is None else float(v["close"])
-        recv = float(v.get("received") or self.clock()) if received is None else received
+        close = np.nan if close is None else float(close)
+        recv = float(recv or self.clock()) if received is None else received
         self.pending.setdefault(t, {})[v["symbol"]] = (row, close, recv)
         self.last_progress = self.clock()
         return []
 
     def _watermark(self, v: dict) -> list[Output]:
-        p = int(v["partition"])
-        self.n_partitions = max(self.n_partitions, int(v["n_partitions"]))
-        w = NAT if v["wm"] is None else ts_ns(v["wm"])
+        p, n, wm, caught_up = v["partition"], v["n_partitions"], v["wm"], v["caught_up"]
+        if (type(p) is not int or type(n) is not int or not 0 <= p < n <= MAX_PARTITIONS
+                or type(caught_up) is not bool or not (wm is None or type(wm) is str)):
+            raise ValueError(f"watermark: partition {p!r:.20} of {n!r:.20} (at most {MAX_PARTITIONS}), "
+                             f"wm {wm!r:.40}, caught_up {caught_up!r:.20}")
+        w = NAT if wm is None else ts_ns(wm)
+        self.n_partitions = max(self.n_partitions, n)
         if w > self.wm.get(p, NAT):
             self.last_progress = self.clock()
         self.wm[p] = max(self.wm.get(p, NAT), w)
-        self.caught_up[p] = bool(v["caught_up"])
+        self.caught_up[p] = caught_up
         return []
 
     # -- closing -------------------------------------------------------------------------

@@ -46,8 +46,20 @@ _TS_INPUTS = [*R.BAR_FIELDS, *_FUND, *_ALT]  # column order of the time-series s
 _FORMAT = 2
 
 
+#: The dates int64 nanoseconds can hold (numpy/pandas datetime64[ns]: 1677-09-21 .. 2262-04-11)
+NS_RANGE = (np.datetime64("1677-09-22", "s"), np.datetime64("2262-04-11", "s"))
+
+
 def to_ns(ts) -> int:
-    """Timestamp (str, datetime, numpy/pandas) -> int nanoseconds since epoch."""
+    """Timestamp (str, datetime, numpy/pandas; an int is already ns) -> int nanoseconds since epoch.
+
+    ValueError for a date outside ``NS_RANGE``: numpy would silently wrap it around to another
+    date inside the range (year 1500 -> 2084, 2300 -> 1715)."""
+    if isinstance(ts, (int, np.integer)):
+        return int(ts)
+    s = np.datetime64(ts, "s")
+    if not np.isnat(s) and not NS_RANGE[0] <= s <= NS_RANGE[1]:
+        raise ValueError(f"timestamp {ts!r} is outside the nanosecond range {NS_RANGE[0]} .. {NS_RANGE[1]}")
     return int(np.datetime64(ts, "ns").astype(np.int64))
 
 
@@ -119,12 +131,14 @@ class FeatureEngine:
     def add_fundamental(self, symbol: str, available_from, period_end, values: Mapping[str, float]) -> None:
         """Queue a fundamentals row; it applies at the first bar on/after ``available_from``."""
         vec = np.array([_num(values.get(f)) for f in _FUND])
-        self.pending_fund.setdefault(self.slot(symbol), []).append((to_ns(available_from), to_ns(period_end), vec))
+        key = (to_ns(available_from), to_ns(period_end))   # may raise: before any state changes
+        self.pending_fund.setdefault(self.slot(symbol), []).append((*key, vec))
 
     def add_alt(self, symbol: str, date, field: str, value: float) -> None:
         """Queue one alt-data value; unknown fields are ignored (returns without effect)."""
         if field in _ALT:
-            self.pending_alt.setdefault(self.slot(symbol), []).append((to_ns(date), _ALT.index(field), _num(value)))
+            t = to_ns(date)   # may raise: before any state changes
+            self.pending_alt.setdefault(self.slot(symbol), []).append((t, _ALT.index(field), _num(value)))
 
     def _apply_pending(self, slots: np.ndarray, t: int) -> None:
         for s in slots.tolist():

@@ -150,3 +150,38 @@ def test_offset_ledger_skips_offsets_replayed_after_a_restart(data):  # noqa: F8
     assert r.pipeline.stats.bars_in == applied + 20 and not r.ledger.gaps
     r.handle(BARS, 0, 125, recs[0][1], recs[0][2])   # a forward jump is recorded as a gap
     assert r.ledger.gaps == [(BARS, 0, 119, 125)]
+
+
+def test_timestamps_outside_the_nanosecond_range_are_dead_lettered_not_wrapped(data):  # noqa: F811
+    """numpy wraps a date outside int64 nanoseconds around to another one (1500 -> 2084, 2300 -> 1715):
+    such a bar used to be admitted at the wrapped date, with its new seq, and every later good bar of
+    the symbol was dead-lettered; a fundamental from 2300 applied at once (a look-ahead)."""
+    _, recs, _, _, clean = _feed(data)
+    key, bar = recs[40][1], orjson.loads(recs[40][2])
+    ancient = [(key, orjson.dumps(dict(bar, ts=ts, seq=bar["seq"] + 1))) for ts in ("1500-06-01", "0001-01-01")]
+    r, _, outs, per, scores = _feed(data, {40: ancient})
+    assert scores == clean
+    assert [_dead(o)[0].value["reason_code"] for o in per] == ["sanity", "sanity"]
+    fund = orjson.dumps({"symbol": "AAPL", "period_end": "2300-01-01", "available_from": "2300-01-01", "seq": 0,
+                         "fields": {"net_income": 1.0}})
+    alt = orjson.dumps({"symbol": "AAPL", "ts": "1500-01-01", "field": "sentiment", "value": 0.1, "seq": 0})
+    eng = r.pipeline.engine
+    def queued():
+        return [{k: len(v) for k, v in d.items()} for d in (eng.pending_fund, eng.pending_alt)]
+    before = queued()
+    for topic, raw in ((FUND, fund), (topic_name("alt"), alt)):
+        (d,) = r.handle(topic, 0, 10**6, b"AAPL", raw)   # past the offsets already read
+        assert d.value["reason_code"] == "sanity" and "nanosecond range" in d.value["reason"]
+    assert queued() == before                         # nothing queued
+
+
+def test_split_stage_rejects_timestamps_outside_the_nanosecond_range(data):  # noqa: F811
+    from stream.stages.symbol import SymbolStage
+    _, recs, _, _, _ = _feed(data, n_days=2)
+    st = SymbolStage(data[2])
+    for _, k, v in recs[:12]:
+        assert st.on_bar(v, key=k)[0].kind == "features"
+    key, bar = recs[12][1], orjson.loads(recs[12][2])
+    (d,) = st.on_bar(orjson.dumps(dict(bar, ts="1500-06-01", seq=bar["seq"] + 1)), key=key)
+    assert d.value["reason_code"] == "sanity"
+    assert st.on_bar(recs[12][2], key=key)[0].value["ts"] == bar["ts"]   # the good bar still applies

@@ -6,7 +6,8 @@ stream of good bars (12 symbols of the 400-day fixture):
 malformed JSON (truncated records, random bytes, NaN/Infinity literals, 1e999),
 wrong types, missing required fields, extra fields, NaN/inf given as strings,
 non-positive prices, high < low, negative volume, malformed symbols, malformed
-or impossible timestamps, timestamps far in the future, oversize payloads
+or impossible timestamps, timestamps far in the future, timestamps before the nanosecond
+range (year < 1678: they used to wrap around to a later date and be applied), oversize payloads
 (> 64 KiB), a duplicate bar (same symbol and timestamp, new seq), an
 out-of-order bar (earlier timestamp, new seq), an exact redelivery (a copy of
 an already applied bar, same seq), a conflicting redelivery (an applied seq with
@@ -72,6 +73,7 @@ CLASSES = {
     "malformed_symbol": {"schema"},
     "malformed_ts": {"schema", "sanity"},
     "future_ts": {"sanity"},
+    "ancient_ts": {"sanity"},
     "oversize": {"oversize"},
     "duplicate_bar": {"duplicate"},
     "out_of_order_bar": {"out_of_order"},
@@ -152,7 +154,7 @@ def run(secs, fund_recs, good, inserts):
         for kind, raw, cls, key in inserts.get(i, ()):
             before = p.stats.redelivered
             o = handler[kind](raw, kind, 0, off[kind], key=key)
-            per_bad.append((cls, kind, off[kind], o, p.stats.redelivered - before))
+            per_bad.append((cls, kind, 0, off[kind], o, p.stats.redelivered - before))
             off[kind] += 1
             outs += o
         if i < len(good):
@@ -179,6 +181,10 @@ bad_symbols = st.one_of(
     st.sampled_from(["aapl", "", " AAPL", "AAPL ", "A" * 16, "1ABC", "A/B", "A_B", "ÄPPLE"]))
 far_future = st.builds(lambda y, m, d, t: f"{y:04d}-{m:02d}-{d:02d}" + t, st.integers(2100, 9999),
                        st.integers(1, 12), st.integers(1, 28), st.sampled_from(["", "T10:00:00Z", " 16:00"]))
+ancient_ts = st.one_of(  # valid ISO dates before 1677-09-21, the first int64-nanosecond timestamp
+    st.builds(lambda y, m, d, t: f"{y:04d}-{m:02d}-{d:02d}" + t, st.integers(1, 1677), st.integers(1, 12),
+              st.integers(1, 28), st.sampled_from(["", "T10:00:00Z", " 16:00"])),
+    st.sampled_from(["0001-01-01", "1500-06-01", "1677-09-20", "1677-09-21T00:00:00Z"]))
 malformed_ts = st.one_of(st.sampled_from(["2017-02-30", "2017-13-01", "2017-00-10", "17-01-01", "2017/01/03",
                                           "yesterday", "", "2017-01-03T25:00:00Z", "2017-01-03T10:61"]),
                          st.text(max_size=12).filter(lambda s: not s[:4].isdigit()))
@@ -234,6 +240,8 @@ def bad_record(draw):
         rec["ts"] = draw(malformed_ts)
     elif cls == "future_ts":
         rec["ts"] = draw(far_future)
+    elif cls == "ancient_ts":
+        rec["ts"] = draw(ancient_ts)
     elif cls == "oversize":
         n = draw(st.integers(65537, 150_000))
         src = good[min(i, len(good) - 1)]
@@ -283,8 +291,11 @@ def bad_record(draw):
     return i, kind, raw, cls, (None if kind == "control" else symbol_key(raw))
 
 
-def check_bad(per_bad) -> None:
-    for cls, kind, off, outs, redelivered in per_bad:
+def check_bad(per_bad, totals=None) -> None:
+    """Each ``(class, topic kind, partition, offset, outputs, redelivered)`` of one bad record: exactly one
+    dead letter naming that origin with an allowed reason, or (exact redelivery) none and one counted."""
+    totals = TOTALS if totals is None else totals
+    for cls, kind, partition, off, outs, redelivered in per_bad:
         dead = [o.value for o in outs if o.kind == "deadletter"]
         allowed = CLASSES[cls]
         if allowed is None:
@@ -293,8 +304,8 @@ def check_bad(per_bad) -> None:
             assert len(dead) == 1 and redelivered == 0, (cls, kind, outs)
             d = dead[0]
             assert d["reason_code"] in allowed, (cls, d)
-            assert (d["source_topic"], d["offset"]) == (kind, off)
-        TOTALS["by_class"][cls] = TOTALS["by_class"].get(cls, 0) + 1
+            assert (d["source_topic"], d["partition"], d["offset"]) == (kind, partition, off)
+        totals["by_class"][cls] = totals["by_class"].get(cls, 0) + 1
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -373,7 +384,7 @@ def test_fuzz_through_broker_and_worker(broker, data, tmp_path, monkeypatch):  #
     # expected outcome from the in-process pipeline (same order per topic)
     p_ref, outs_ref = run(ctx["secs"], ctx["fund"], ctx["good"], inserts)
     check_bad(p_ref.per_bad)
-    expect_dead = {(topic_name(k), off): cls for cls, k, off, o, r in p_ref.per_bad if not r}
+    expect_dead = {(topic_name(k), off): cls for cls, k, _, off, o, r in p_ref.per_bad if not r}
     n_redelivered = sum(1 for *_, r in p_ref.per_bad if r)
 
     side = [(topic_name("fundamentals"), symbol_key(v), v) for v in ctx["fund"]]

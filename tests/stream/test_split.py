@@ -168,3 +168,26 @@ def test_timestamp_waits_for_every_partition_then_grace_or_stall(data):
     kinds = [o.value["type"] for o in outs if o.kind == "alerts"]
     assert "partition_stalled" in kinds
     assert {o.value["ts"] for o in outs if o.kind == "scores"} >= {first}
+
+
+def test_malformed_features_records_are_dead_lettered_before_they_change_anything(data):
+    """They used to crash the scoring worker (a non-string ts: AttributeError, on every restart too) or be
+    taken: a watermark claiming 10**9 partitions held every timestamp open until the stall rule, a
+    string close or received counted a row it then refused, caught_up "no" read as True."""
+    bars, _, secs = data
+    sc = scoring(secs)
+    st = SymbolStage(secs, n_partitions=1)
+    good = [orjson.loads(r) for r in wire(st.on_bar(next(iter(bar_records(bars)))[2], partition=0)
+                                          + st.watermarks([0]))]
+    row, wm = good
+    bad = [dict(row, ts=0), dict(row, ts=None), dict(row, ts="1500-01-01"), dict(row, symbol=7),
+           dict(row, close="1.5"), dict(row, received="x"), dict(row, row=[True] * len(row["row"])),
+           dict(row, row=["1.0"] * len(row["row"])), dict(wm, n_partitions=10**9), dict(wm, partition=1),
+           dict(wm, partition=-1), dict(wm, partition=0.0), dict(wm, caught_up="no"), dict(wm, wm=5)]
+    for i, v in enumerate(bad):
+        (d,) = sc.on_record(orjson.dumps(v), "features", 0, i)
+        assert d.kind == "deadletter" and d.value["reason_code"] == "schema" and d.value["offset"] == i, v
+    assert sc.n_partitions == 0 and not sc.wm and not sc.caught_up and not sc.pending and sc.stats.bars_in == 0
+    for v in good:
+        assert sc.on_record(orjson.dumps(v)) == []
+    assert sc.n_partitions == 1 and list(sc.pending) and sc.stats.bars_in == 1
