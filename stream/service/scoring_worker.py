@@ -4,11 +4,17 @@
    ``stream.stages.scoring_checkpoint``): the market state of every symbol, the history ring, the
    open timestamps' rows, the watermarks and the last closed timestamp, with the features offsets
    they reflect. Without one (or with one this registry cannot take: another feature registry or
-   format, logged) it reads the features topic from its beginning.
-2. **Live.** One ordered consumer of the features topic from those offsets; every handled batch's
-   outputs (scores, alerts) are acknowledged before the next batch. Every ``checkpoint_s``
-   seconds with progress, and on SIGTERM, it writes a snapshot, always *after* the scores of the
-   timestamps it has closed were acknowledged, so a snapshot never covers an unsent score.
+   format, logged) it reads the features topic from its beginning. Then it warms up (compiled
+   kernels, one throwaway prediction) so the first live timestamp costs what later ones do.
+2. **Live.** One ordered consumer of the features topic from those offsets (and of
+   ``technic.control`` from its end: model promotions / reloads by command, as in the one-process
+   mode; bad commands are dead-lettered), paced (``stream.io.fetch_pacing``); every handled
+   batch's outputs (scores, alerts) are acknowledged before the next batch. With ``--explain
+   deferred`` the explanations of the scored timestamps then follow in the background
+   (``stream.service.explainer``). Every ``checkpoint_s`` seconds with progress, and on SIGTERM,
+   it captures a snapshot, always *after* the scores of the timestamps it has closed were
+   acknowledged, so a snapshot never covers an unsent score; the record is built and sent in the
+   background (``stream.service.checkpoint_writer``), after those timestamps' explanations.
 
 After a crash the records after the snapshot are read again: rows of timestamps the snapshot had
 already closed are dropped, the others rebuild the open timestamps exactly, and the timestamps
@@ -83,24 +89,28 @@ class ScoringWorker:
                 offsets = await self._restore()
                 log.info("warm-up: compiled kernels %.2f s, model %.2f s", warm_up(self.stage.engine.sectors),
                          warm_scorer(self.stage.models.current, self.stage.cfg.top_k))
-                runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
-                name = topic_name("features")
+                name, control = topic_name("features"), topic_name("control")
                 await c.topics()
                 tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [0])]
-                c.assign(tps)
+                ctl = [TopicPartition(control, q) for q in sorted(c.partitions_for_topic(control) or [])]
+                c.assign(tps + ctl)
                 for tp in tps:
                     if tp.partition in offsets:
                         c.seek(tp, offsets[tp.partition])
                     else:
                         await c.seek_to_beginning(tp)
                     self.pos[tp.partition] = offsets.get(tp.partition, 0)
+                for tp in ctl:   # past commands are history: the registry says what is promoted
+                    await c.seek_to_end(tp)
+                    await c.position(tp)   # resolved now: a command sent after /health answers is read
+                runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
                 await self._live(c, send, CheckpointWriter(snap_send))
             finally:
                 if runner is not None:
                     await runner.cleanup()
 
     async def _live(self, c, send, writer: CheckpointWriter) -> None:
-        stage = self.stage
+        stage, control = self.stage, topic_name("control")
         explainer = Explainer(OutputSender(self.settings.bootstrap)) if stage.deferred is not None else None
         pacer, last_poll, last_snap = self.settings.pacer(), time.monotonic(), time.monotonic()
         snapped = (dict(self.pos), stage.last_closed)
@@ -110,6 +120,10 @@ class ScoringWorker:
                 now = time.time()
                 outs = []
                 for tp in sorted(batch):
+                    if tp.topic == control:
+                        for m in batch[tp]:
+                            outs += stage.on_control(m.value, tp.topic, tp.partition, m.offset)
+                        continue
                     for m in batch[tp]:
                         if m.offset < self.pos.get(tp.partition, 0):
                             continue

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from technic.errors import RegistryError
 
+from stream.io.codecs import RecordError, decode
+
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +38,24 @@ def warm_scorer(scorer, top_k: int = 5) -> float:
     except Exception as e:  # a warm-up must never stop a worker; the first real timestamp will tell
         log.warning("model warm-up failed (%s); the first timestamp pays the set-up", e)
     return time.perf_counter() - t0
+
+
+def control_command(models: "ModelSource", raw: bytes, max_bytes: int) -> tuple[str, str] | None:
+    """Apply one ``technic.control`` record to ``models`` (both stages that score read control).
+
+    ``model_promoted`` / ``reload`` load the named version (None: the promoted one) next to the
+    current one, to switch at the next timestamp; returns ``(at, message)`` for the stage's
+    ``model_reload`` alert, None for a command that changes nothing here. Raises ``RecordError``:
+    ``deserialize``/``schema`` (malformed) or ``unknown_model`` (the registry refuses the version;
+    the current model keeps scoring)."""
+    rec = decode("control", raw, max_bytes=max_bytes)
+    if rec["type"] not in ("model_promoted", "reload"):
+        return None
+    try:
+        v = models.request(rec.get("model_version"))
+    except RegistryError as e:
+        raise RecordError("unknown_model", str(e)) from None
+    return rec["at"], f"model {v} will score from the next timestamp"
 
 
 def _default_loader(root, version):

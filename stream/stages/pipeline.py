@@ -51,17 +51,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from technic.errors import OrderError, RegistryError
+from technic.errors import OrderError
 from technic.features import registry as R
 from technic.features.batch import sector_codes
 from technic.features.incremental import NAT, FeatureEngine
 
 from stream.stages.admission import NO_KEY, BarAdmission, apply_side_record, bar_values
 from stream.stages.alerts import AlertGate, make_alert
-from stream.io.codecs import RecordError, decode, deadletter_record
+from stream.io.codecs import RecordError, deadletter_record
 from stream.io.output import Output
 from stream.stages.history import FeatureHistory
-from stream.stages.models import ModelSource
+from stream.stages.models import ModelSource, control_command
 from stream.stages.records import (  # noqa: F401 (re-exported)
     ExtensionResult, Stats, check_explain, feature_columns, run_deferred, score_timestamp, take_deferred)
 from stream.io.timestamps import ts_ns, ts_string  # noqa: F401 (ts_ns re-exported)
@@ -160,17 +160,12 @@ class ScoringPipeline:
 
     def on_control(self, raw: bytes, topic="control", partition=None, offset=None, key=None) -> list[Output]:
         try:
-            rec = decode("control", raw, max_bytes=self.cfg.max_payload)
+            done = control_command(self.models, raw, self.cfg.max_payload)
         except RecordError as e:
             return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
-        if rec["type"] in ("model_promoted", "reload"):
-            try:
-                v = self.models.request(rec.get("model_version"))
-            except RegistryError as e:
-                return [self._dead("unknown_model", str(e), topic, partition, offset, raw)]
-            return self._alert("model_reload", "info", "model_version", None, None, None,
-                               rec["at"], f"model {v} will score from the next timestamp")
-        return []
+        if done is None:
+            return []
+        return self._alert("model_reload", "info", "model_version", None, None, None, done[0], done[1])
 
     # -- closing timestamps --------------------------------------------------------
     def poll(self, now: float | None = None) -> list[Output]:

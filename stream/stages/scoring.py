@@ -36,13 +36,13 @@ from technic.features import registry as R
 from technic.features.batch import sector_codes
 from technic.features.incremental import NAT, FeatureEngine
 
-from stream.io.codecs import deadletter_record
+from stream.io.codecs import RecordError, deadletter_record
 from stream.io.output import Output
 from stream.io.timestamps import ts_ns, ts_string
 from stream.stages import scoring_checkpoint
 from stream.stages.alerts import AlertGate, make_alert
 from stream.stages.history import FeatureHistory
-from stream.stages.models import ModelSource
+from stream.stages.models import ModelSource, control_command
 from stream.stages.records import (Stats, check_explain, feature_columns, run_deferred, score_timestamp,
                                    take_deferred)
 
@@ -138,6 +138,19 @@ class ScoringStage:
         self.wm[p] = max(self.wm.get(p, NAT), w)
         self.caught_up[p] = caught_up
         return []
+
+    def on_control(self, raw: bytes, topic="control", partition=None, offset=None) -> list[Output]:
+        """A ``technic.control`` record: a model promotion / reload switches at the next timestamp
+        (as in the one-process mode); a malformed command or an unknown version is dead-lettered."""
+        try:
+            done = control_command(self.models, raw, 65536)
+        except RecordError as e:
+            self.stats.deadletter[e.reason_code] += 1
+            return [Output("deadletter", str(topic).encode(),
+                           deadletter_record(e.reason_code, e.reason, topic, partition, offset, raw))]
+        if done is None:
+            return []
+        return self._alert("model_reload", "info", "model_version", None, None, None, done[0], done[1])
 
     # -- closing -------------------------------------------------------------------------
     def _floor(self) -> int:

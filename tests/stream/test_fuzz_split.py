@@ -21,12 +21,9 @@ Contract checked for every example (as in test_fuzz):
   row, and the scores of the good records are identical (every field but ``emit_time``) to a
   clean split run and to the clean one-process run (the fixture checks those two are equal).
 
-**Control-topic classes do not apply to split mode** (``control_unknown_model``,
-``control_malformed``): neither split role consumes ``technic.control`` - the scoring worker
-learns of promoted models by polling the registry (``ScoringWorker._live`` ->
-``ModelSource.poll_registry``), the per-symbol worker reads only bars, fundamentals and alt. Those
-records are still drawn (the strategy is shared) and published, and must change nothing: no
-dead letter, same scores (counted as ``not_consumed``).
+**Control-topic classes** (``control_unknown_model``, ``control_malformed``) go to the scoring
+stage, which reads ``technic.control`` as the one-process pipeline does (model promotions / reloads
+by command; ``ScoringStage.on_control``): each one dead letter, nothing else changes.
 
 The scoring stage's own input is fuzzed too (``test_scoring_stage_dead_letters_malformed_features_records``):
 records of the clean ``technic.features`` stream with a field dropped, of the wrong type or range,
@@ -60,8 +57,7 @@ from .test_pipeline import FIX, LinearScorer, data  # noqa: F401 (fixture)
 from .test_split import scoring, wire
 
 P, MEMBERS = 6, 3
-NOT_CONSUMED = {"control_unknown_model", "control_malformed"}   # no split role reads technic.control
-TOTALS = {"bad": 0, "dead": 0, "redelivered": 0, "not_consumed": 0, "good": 0, "by_class": {}}
+TOTALS = {"bad": 0, "dead": 0, "redelivered": 0, "control": 0, "good": 0, "by_class": {}}
 
 
 def partition_for(key: bytes | None, raw: bytes) -> int:
@@ -93,7 +89,8 @@ class SplitRun:
         self.outs: list = []                # scoring stage outputs
         self.dead: list = []                # per-symbol stage dead letters
         self.per_bad: list = []             # check_bad's (cls, kind, partition, offset, outs, redelivered)
-        self.not_consumed = 0
+        self.n_control = 0                  # control records (read by the scoring stage)
+        self.control_dead = 0               # ... and the scoring stage's dead letters for them
         self.rows: dict = {}                # (symbol, ts) -> feature row record on the wire (less "received")
         self.wire: list = []                # every technic.features record, in the order the scoring stage read them
         for v in fund_recs:
@@ -134,8 +131,17 @@ class SplitRun:
         """Route ``records`` to their partitions, then consume the partitions in random chunks."""
         queues: dict[int, list] = {p: [] for p in range(P)}
         for kind, raw, cls, key in records:
-            if kind == "control":           # published to technic.control, which no split role reads
-                self.not_consumed += 1
+            if kind == "control":           # technic.control: the scoring stage reads it
+                self.n_control += 1
+                off = self._offset("control", 0)
+                o = self.sc.on_control(raw, "control", 0, off)
+                dead = [x for x in o if x.kind == "deadletter"]
+                self.dead += [x.value for x in dead]
+                self.control_dead += len(dead)
+                if cls is None:
+                    assert not dead, dead
+                else:
+                    self.per_bad.append((cls, kind, 0, off, o, 0))
                 continue
             p = partition_for(key, raw)
             queues[p].append((kind, raw, cls, key, self._offset(kind, p)))
@@ -175,7 +181,8 @@ class SplitRun:
 
 def check_scoring_clean(r: SplitRun) -> None:
     assert not [o for o in r.outs if o.kind == "deadletter"], "the scoring stage dead-lettered a features record"
-    assert not r.sc.stats.deadletter and r.sc.late_rows == 0 and not r.sc.pending
+    assert sum(r.sc.stats.deadletter.values()) == r.control_dead   # bad commands only, no features record
+    assert r.sc.late_rows == 0 and not r.sc.pending
 
 
 @pytest.fixture(scope="module")
@@ -210,24 +217,24 @@ def test_split_bad_records_dead_lettered_good_scores_unchanged(split_data, data_
     assert r.scores() == ctx["clean"]
     n_redelivered = sum(1 for *_, red in r.per_bad if red)
     assert n_redelivered == r.redelivered
-    assert len(r.dead) + n_redelivered + r.not_consumed == len(bad)
+    assert len(r.dead) + n_redelivered == len(bad)
     for d in r.dead[:: max(1, len(r.dead) // 20)]:
         validate("deadletter", d)
     TOTALS["bad"] += len(bad)
     TOTALS["dead"] += len(r.dead)
     TOTALS["redelivered"] += n_redelivered
-    TOTALS["not_consumed"] += r.not_consumed
+    TOTALS["control"] += r.n_control
     TOTALS["good"] += len(ctx["good"])
 
 
 def test_split_fuzz_volume_and_class_coverage():
-    """Runs after the property test (file order): every class that applies to split mode exercised."""
+    """Runs after the property test (file order): every class exercised (control ones too)."""
     if TOTALS["bad"] == 0:
         pytest.skip("property test not run in this session")
     print(f"\nfuzz (split, in-process): {TOTALS}")
     assert TOTALS["bad"] >= EXAMPLES * PER_EXAMPLE[0]
-    assert set(TOTALS["by_class"]) == set(CLASSES) - NOT_CONSUMED and TOTALS["not_consumed"] > 0
-    assert TOTALS["dead"] + TOTALS["redelivered"] + TOTALS["not_consumed"] == TOTALS["bad"]
+    assert set(TOTALS["by_class"]) == set(CLASSES) and TOTALS["control"] > 0
+    assert TOTALS["dead"] + TOTALS["redelivered"] == TOTALS["bad"]
 
 
 # ----------------------------------- (a') the scoring stage's own input: malformed technic.features records
@@ -455,10 +462,10 @@ def test_split_fuzz_through_broker_and_workers(broker, data, tmp_path, monkeypat
         assert k not in got, f"score {k} emitted twice (no worker restarted)"
         got[k] = score_view(v)
     assert got == ctx["clean"]
-    assert sc["deadletter"] == {} and sc["late_rows"] == 0
-    # dead letters: one per bad record (not exact redeliveries, not control), naming its origin, keyed by topic
-    expect = {o: cls for o, cls in origins.items()
-              if cls is not None and cls not in NOT_CONSUMED and CLASSES[cls] is not None}
+    n_control = sum(1 for (k, _, _), c in origins.items() if k == "control" and c is not None)
+    assert sum(sc["deadletter"].values()) == n_control > 0 and sc["late_rows"] == 0   # only bad commands
+    # dead letters: one per bad record (not exact redeliveries), naming its origin, keyed by topic
+    expect = {o: cls for o, cls in origins.items() if cls is not None and CLASSES[cls] is not None}
     seen = {}
     for key, d in dead:
         validate("deadletter", d)
@@ -476,5 +483,5 @@ def test_split_fuzz_through_broker_and_workers(broker, data, tmp_path, monkeypat
                for p in range(P)}
     print(f"\nfuzz (split, broker): {len(bad)} bad + {n_good} good records over {P} partitions "
           f"(bad bars per partition {by_part}); {len(dead)} dead letters, {n_redelivered} redeliveries skipped, "
-          f"{sum(1 for c in origins.values() if c in NOT_CONSUMED)} control records not consumed, "
+          f"{n_control} of them bad control commands (scoring worker), "
           f"{len(got)} scores identical to the clean run; workers ran {seconds:.0f} s")
