@@ -8,10 +8,14 @@ JSON, an unknown type, a missing field, a value of the wrong type, a row of the 
 partition outside ``0 <= p < n_partitions`` - is dead-lettered as ``schema`` before it changes
 anything). Timestamp ``t`` closes, oldest first, when
 
-1. **complete**: every input partition's watermark is past ``t`` (the number of partitions comes
-   with the watermarks, so the universe need not be known in advance); or
-2. **grace**: every partition has reported that it is caught up with its input and no row
-   arrived for ``grace_s`` seconds (the last timestamp of a replay, a quiet market); or
+1. **complete**: every input partition's watermark is past ``t``, or the partition marked ``t``
+   complete (every symbol of its previous timestamp delivered ``t``; see ``stream.stages.symbol``)
+   - the number of partitions comes with the watermarks, so the universe need not be known in
+   advance; or
+2. **grace**: every partition has reported that it is caught up with its input, each within
+   the last ``alive_s`` seconds (per-symbol workers send a watermark every 0.25 s: a killed
+   worker's last "caught up" must not count while it restarts), and no row arrived for
+   ``grace_s`` seconds (the last timestamp of a replay, a quiet market); or
 3. **stall**: no row and no watermark progress for ``stall_s`` seconds although some partition
    is not caught up (its worker is down for longer than a restart takes): the timestamp is
    scored without it and a ``partition_stalled`` alert names the partitions.
@@ -55,10 +59,14 @@ _NUMBER = (int, float)   # what orjson decodes a JSON number to (bool is neither
 MAX_PARTITIONS = 10_000
 
 
+RECENT = 256   # closed timestamps whose scored symbols are kept (a late row vs a replayed one)
+
+
 @dataclass
 class ScoringConfig:
     grace_s: float = 2.0       # close the oldest timestamp this long after the last row, once all are caught up
     stall_s: float = 60.0      # ... or this long after the last progress even if a partition is not
+    alive_s: float = 1.0       # a partition's caught_up counts for grace only if its watermark is this recent
     history_len: int = 32
     top_k: int = 5
     explain: str = "inline"    # "deferred": contributions on technic.explanations after the scores (records.py)
@@ -76,7 +84,10 @@ class ScoringStage:
         self.n_ts = len(self.engine.ts_names)
         self.pending: dict[int, dict[str, tuple]] = {}
         self.wm: dict[int, int] = {}              # input partition -> watermark (ns)
+        self.done: dict[int, int] = {}            # input partition -> latest timestamp it marked complete
+        self.recent: dict[int, frozenset] = {}    # symbols scored at each of the last RECENT closed timestamps
         self.caught_up: dict[int, bool] = {}
+        self.heard: dict[int, float] = {}         # input partition -> when its latest watermark was read
         self.n_partitions = 0
         self.last_closed = NAT
         self.last_progress = clock()
@@ -94,7 +105,7 @@ class ScoringStage:
             v = orjson.loads(raw)
             kind = v["type"]
             if kind == "row":
-                return self._row(v, received)
+                return self._row(v, received, (topic, partition, offset, raw))
             if kind == "wm":
                 return self._watermark(v)
             raise KeyError(f"type {kind!r}")
@@ -103,7 +114,7 @@ class ScoringStage:
             return [Output("deadletter", str(topic).encode(),
                            deadletter_record("schema", f"features record: {e}", topic, partition, offset, raw))]
 
-    def _row(self, v: dict, received) -> list[Output]:
+    def _row(self, v: dict, received, origin) -> list[Output]:
         # every field is checked before anything changes (KeyError/TypeError/ValueError: dead letter)
         ts, sym, vals, close, recv = v["ts"], v["symbol"], v["row"], v.get("close"), v.get("received")
         if type(ts) is not str or type(sym) is not str or not sym or type(vals) is not list:
@@ -116,8 +127,17 @@ class ScoringStage:
         t = ts_ns(ts)
         row = np.array(vals, dtype=np.float64)
         if t <= self.last_closed:
-            self.late_rows += 1   # a per-symbol worker replaying after a restart: already scored
-            return []
+            scored = self.recent.get(t)
+            if scored is None or sym in scored:
+                self.late_rows += 1   # a per-symbol worker replaying after a restart: already scored
+                return []
+            # not a replay: a row of a symbol absent from its partition's previous timestamp that
+            # came after the partition marked t complete (the one-process mode's late bar)
+            self.stats.deadletter["out_of_order"] += 1
+            topic, partition, offset, raw = origin
+            return [Output("deadletter", str(topic).encode(), deadletter_record(
+                "out_of_order", f"row of {sym} at {ts} arrived after {ts} was closed without it "
+                                f"(its partition had marked {ts} complete): not scored", topic, partition, offset, raw))]
         self.stats.bars_in += 1
         close = np.nan if close is None else float(close)
         recv = float(recv or self.clock()) if received is None else received
@@ -127,16 +147,25 @@ class ScoringStage:
 
     def _watermark(self, v: dict) -> list[Output]:
         p, n, wm, caught_up = v["partition"], v["n_partitions"], v["wm"], v["caught_up"]
+        done = v.get("complete")   # absent in records of per-symbol workers before the mark existed
         if (type(p) is not int or type(n) is not int or not 0 <= p < n <= MAX_PARTITIONS
-                or type(caught_up) is not bool or not (wm is None or type(wm) is str)):
+                or type(caught_up) is not bool or not (wm is None or type(wm) is str)
+                or not (done is None or (type(done) is str and wm is not None))):
             raise ValueError(f"watermark: partition {p!r:.20} of {n!r:.20} (at most {MAX_PARTITIONS}), "
-                             f"wm {wm!r:.40}, caught_up {caught_up!r:.20}")
+                             f"wm {wm!r:.40}, caught_up {caught_up!r:.20}, complete {done!r:.40}")
         w = NAT if wm is None else ts_ns(wm)
+        d = NAT if done is None else ts_ns(done)
+        if d > w:
+            raise ValueError(f"watermark: complete {done} after wm {wm}")
+        if d > self.done.get(p, NAT):
+            self.last_progress = self.clock()
+            self.done[p] = d
         self.n_partitions = max(self.n_partitions, n)
         if w > self.wm.get(p, NAT):
             self.last_progress = self.clock()
         self.wm[p] = max(self.wm.get(p, NAT), w)
         self.caught_up[p] = caught_up
+        self.heard[p] = self.clock()
         return []
 
     def on_control(self, raw: bytes, topic="control", partition=None, offset=None) -> list[Output]:
@@ -153,21 +182,24 @@ class ScoringStage:
         return self._alert("model_reload", "info", "model_version", None, None, None, done[0], done[1])
 
     # -- closing -------------------------------------------------------------------------
-    def _floor(self) -> int:
+    def _covered(self, t: int) -> bool:
+        """Every input partition has emitted all its rows of ``t`` (watermark past it, or marked complete)."""
         if self.n_partitions == 0 or len(self.wm) < self.n_partitions:
-            return NAT
-        return min(self.wm.values())
+            return False
+        return all(self.wm.get(p, NAT) > t or self.done.get(p, NAT) >= t for p in range(self.n_partitions))
 
     def poll(self, now: float | None = None) -> list[Output]:
         now = self.clock() if now is None else now
         out: list[Output] = []
         while self.pending:
             t = min(self.pending)
-            if self._floor() > t:
+            if self._covered(t):
                 out += self._close(t)
                 continue
             quiet = now - self.last_progress
-            all_caught = self.n_partitions > 0 and all(self.caught_up.get(p, False) for p in range(self.n_partitions))
+            all_caught = self.n_partitions > 0 and all(
+                self.caught_up.get(p, False) and now - self.heard.get(p, -np.inf) <= self.cfg.alive_s
+                for p in range(self.n_partitions))
             if all_caught and quiet >= self.cfg.grace_s:
                 out += self._close(t)
             elif quiet >= self.cfg.stall_s:
@@ -189,6 +221,9 @@ class ScoringStage:
     def _close(self, t: int) -> list[Output]:
         bucket = self.pending.pop(t)
         names = sorted(bucket)
+        self.recent[t] = frozenset(names)
+        if len(self.recent) > RECENT:
+            del self.recent[min(self.recent)]
         ts_matrix = np.stack([bucket[s][0] for s in names])
         for s in names:
             self.engine.slot(s)

@@ -5,7 +5,7 @@ stage's per-partition snapshots, which ``stream.stages.checkpoint.decode_snapsho
 
     {"kind": "scoring", "format": 1, "offsets": {features partition: next offset},
      "model_version", "feature_names_hash", "last_closed": ts or null,
-     "partitions": {"n", "wm": {p: ts or null}}, "late_rows",
+     "partitions": {"n", "wm": {p: ts or null}, "done": {p: ts}}, "late_rows",
      "market": {"program", "layout", "symbols": [in slot order], "F": b64(zlib(float64 rows)),
                 "I": b64(zlib(int64 rows))},
      "ring": {"length", "n_features", "cnt": b64, "hist": b64(zlib(float32))} or null,
@@ -108,7 +108,8 @@ def capture(stage, offsets: dict[int, int]) -> Callable[[], Output]:
         "kind": "scoring", "format": FORMAT, "offsets": {str(p): int(o) for p, o in offsets.items()},
         "model_version": stage.models.version, "feature_names_hash": feature_names_hash(),
         "last_closed": _ts(stage.last_closed),
-        "partitions": {"n": stage.n_partitions, "wm": {str(p): _ts(w) for p, w in stage.wm.items()}},
+        "partitions": {"n": stage.n_partitions, "wm": {str(p): _ts(w) for p, w in stage.wm.items()},
+                       "done": {str(p): _ts(d) for p, d in stage.done.items()}},
         "late_rows": stage.late_rows,
         "gate": [[k[0], k[1], k[2], int(v - step)] for k, v in stage.gate._last.items()],
     }
@@ -179,6 +180,7 @@ def restore(stage, snap: dict) -> dict[int, int]:
     stage.last_closed = NAT if snap["last_closed"] is None else ts_ns(snap["last_closed"])
     stage.n_partitions = int(snap["partitions"]["n"])
     stage.wm = {int(p): NAT if w is None else ts_ns(w) for p, w in snap["partitions"]["wm"].items()}
+    stage.done = {int(p): NAT if d is None else ts_ns(d) for p, d in snap["partitions"].get("done", {}).items()}
     stage.caught_up = {}
     stage.late_rows = int(snap.get("late_rows", 0))
     step = stage.stats.timestamps_closed

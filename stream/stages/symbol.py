@@ -9,10 +9,20 @@ emits the symbol's row to ``technic.features``, keyed by the bar timestamp::
 
 and, after each handled batch and on every heartbeat, one watermark per owned partition::
 
-    {"type": "wm", "partition", "n_partitions", "wm": ts of its latest bar, "caught_up": bool}
+    {"type": "wm", "partition", "n_partitions", "wm": ts of its latest bar, "caught_up": bool,
+     "complete": ts or null}
 
 "partition p has emitted every bar before ``wm``": bars of a partition arrive in timestamp
 order (the publisher's contract), so once a bar of ``t`` is seen, every bar before ``t`` is out.
+``complete`` = ``wm`` once every symbol that delivered the partition's previous timestamp has
+delivered ``wm`` too: the partition's rows of ``wm`` are all out, and the scoring stage need not
+wait for a bar of a later timestamp (which, for live bars, comes one bar interval later). It is
+the one-process mode's rule (``ScoringPipeline._complete``: every active symbol delivered ``t``),
+per partition, with the same caveat: a symbol absent from the previous timestamp (a new listing,
+a symbol back after a gap) whose bar comes after the mark arrives late and is dead-lettered by
+the scoring stage, as the one-process mode dead-letters a bar of a closed timestamp. The mark is
+given only once the previous timestamp was seen whole by this process (not the first timestamp
+after a start or a restore, which may have begun before it).
 ``caught_up`` says the worker has read its partitions to their end (then the scoring stage may
 close the last timestamp after its grace period instead of waiting for a later bar).
 
@@ -59,6 +69,11 @@ class SymbolStage:
         self.n_partitions = n_partitions
         self.partition_of: dict[str, int] = {}   # symbol -> input partition it arrives on
         self.watermark: dict[int, int] = {}      # input partition -> timestamp of its latest admitted bar
+        # completeness per partition: symbols of the previous / current timestamp, and how many
+        # timestamp boundaries this process has seen in it (the previous one is whole from 2 on)
+        self._prev_syms: dict[int, set] = {}
+        self._cur_syms: dict[int, set] = {}
+        self._boundaries: dict[int, int] = {}
         self.stats = Stats()
 
     # -- inputs -----------------------------------------------------------------------
@@ -81,7 +96,7 @@ class SymbolStage:
         if bar.missing:
             self.stats.gaps += 1
         self.partition_of[sym] = partition
-        self.watermark[partition] = max(self.watermark.get(partition, NAT), t)
+        self._track(partition, t, sym)
         return [Output("features", ts_string(t).encode(), {
             "type": "row", "ts": ts_string(t), "symbol": sym, "partition": partition, "seq": int(rec["seq"]),
             "close": vals["close"][0], "received": time.time() if received is None else received,
@@ -102,14 +117,32 @@ class SymbolStage:
         return []
 
     # -- watermarks -----------------------------------------------------------------------
+    def _track(self, p: int, t: int, sym: str) -> None:
+        w = self.watermark.get(p, NAT)
+        if t > w:   # a new timestamp in this partition: the current one becomes the previous one
+            if w != NAT:
+                self._boundaries[p] = self._boundaries.get(p, 0) + 1
+            self._prev_syms[p] = self._cur_syms.get(p, set())
+            self._cur_syms[p] = {sym}
+            self.watermark[p] = t
+        elif t == w:
+            self._cur_syms.setdefault(p, set()).add(sym)
+
+    def complete(self, p: int) -> int:
+        """The partition's latest timestamp if every symbol of its previous one delivered it, else NAT."""
+        if self._boundaries.get(p, 0) < 2 or not self._prev_syms[p] <= self._cur_syms[p]:
+            return NAT
+        return self.watermark[p]
+
     def watermarks(self, partitions, caught_up: bool = False) -> list[Output]:
         """One watermark record per owned input partition (``wm`` null before its first bar)."""
         out = []
         for p in sorted(partitions):
-            w = self.watermark.get(p, NAT)
+            w, c = self.watermark.get(p, NAT), self.complete(p)
             out.append(Output("features", b"wm", {
                 "type": "wm", "partition": int(p), "n_partitions": self.n_partitions,
-                "wm": None if w == NAT else ts_string(w), "caught_up": bool(caught_up)}))
+                "wm": None if w == NAT else ts_string(w), "caught_up": bool(caught_up),
+                "complete": None if c == NAT else ts_string(c)}))
         return out
 
     def symbols_of(self, partition: int) -> list[str]:

@@ -190,7 +190,7 @@ def split_data(data):  # noqa: F811
     ctx = prepare(data, N_DAYS)                      # the clean one-process run: ctx["clean"]
     r = SplitRun(ctx["secs"], ctx["fund"]).run(interleave(ctx["good"], {}), seed=0)
     check_scoring_clean(r)
-    assert not r.dead and r.closed_by_watermarks == N_DAYS - 1   # only the last timestamp needs flush
+    assert not r.dead and r.closed_by_watermarks == N_DAYS   # the last one too: complete marks, no grace wait
     assert r.scores() == ctx["clean"]                # split mode == one-process mode, every field
     ctx["clean_rows"], ctx["clean_wire"] = r.rows, r.wire
     assert len({partition_for(symbol_key(v), v) for v in ctx["good"]}) >= 4   # the symbols do spread

@@ -7,6 +7,8 @@ import numpy as np
 import orjson
 
 from stream.io.codecs import encode
+from technic.features.incremental import NAT
+
 from stream.stages.checkpoint import decode_snapshot, restore, snapshot
 from stream.stages.models import ModelSource
 from stream.stages.scoring import ScoringConfig, ScoringStage
@@ -76,7 +78,8 @@ def test_split_scores_equal_batch_with_interleaved_partitions(data):
     got, expect = scores_of(outs), batch_scores(bars, fund, secs)
     assert len(got) == len(expect) == len(bars)
     assert max(abs(got[k] - expect[k]) for k in expect) == 0.0
-    assert closed_by_watermarks == bars["date"].nunique() - 1   # only the last one needs the grace rule
+    # every timestamp closed by the partitions' marks, the last one too (complete marks: no grace wait)
+    assert closed_by_watermarks == bars["date"].nunique()
     assert not sc.stats.deadletter and sc.late_rows == 0
 
 
@@ -183,7 +186,8 @@ def test_malformed_features_records_are_dead_lettered_before_they_change_anythin
     bad = [dict(row, ts=0), dict(row, ts=None), dict(row, ts="1500-01-01"), dict(row, symbol=7),
            dict(row, close="1.5"), dict(row, received="x"), dict(row, row=[True] * len(row["row"])),
            dict(row, row=["1.0"] * len(row["row"])), dict(wm, n_partitions=10**9), dict(wm, partition=1),
-           dict(wm, partition=-1), dict(wm, partition=0.0), dict(wm, caught_up="no"), dict(wm, wm=5)]
+           dict(wm, partition=-1), dict(wm, partition=0.0), dict(wm, caught_up="no"), dict(wm, wm=5),
+           dict(wm, complete=5), dict(wm, complete="2999-01-01"), dict(wm, wm=None, complete=wm["wm"])]
     for i, v in enumerate(bad):
         (d,) = sc.on_record(orjson.dumps(v), "features", 0, i)
         assert d.kind == "deadletter" and d.value["reason_code"] == "schema" and d.value["offset"] == i, v
@@ -191,3 +195,134 @@ def test_malformed_features_records_are_dead_lettered_before_they_change_anythin
     for v in good:
         assert sc.on_record(orjson.dumps(v)) == []
     assert sc.n_partitions == 1 and list(sc.pending) and sc.stats.bars_in == 1
+
+
+def _day(bars, i):
+    return bars[bars["date"] == bars["date"].unique()[i]]
+
+
+def _records_by_day(bars, n_days, order=None):
+    """(key, value) bar records of the first ``n_days`` days, numbered once (seq per symbol), by day."""
+    days = bars[bars["date"].isin(bars["date"].unique()[:n_days])]
+    out: dict = {}
+    for _, k, v in bar_records(days):
+        out.setdefault(orjson.loads(v)["ts"], []).append((k, v))
+    return [out[t] for t in sorted(out)]
+
+
+def test_a_partition_marks_a_timestamp_complete_once_its_previous_symbols_delivered(data):
+    """Timestamp t closes as soon as every partition's symbols of the previous timestamp delivered t, without
+    a bar of a later timestamp (live bars: one bar interval later) and without the grace period."""
+    bars, fund, secs = data
+    stages = {p: SymbolStage(secs, n_partitions=P) for p in range(P)}
+    sc = scoring(secs)
+    outs = []
+    for i, recs in enumerate(_records_by_day(bars, 4)):
+        for p in range(P):
+            for k, v in recs:
+                if part(k.decode()) == p:
+                    for raw in wire(stages[p].on_bar(v, partition=p, key=k) + stages[p].watermarks([p])):
+                        outs += sc.on_record(raw)
+                    outs += sc.poll()
+        ts = orjson.loads(recs[0][1])["ts"]
+        if i < 2:   # the first timestamps: no previous one seen whole yet (the first closes with day 1's bars)
+            assert ts not in {o.value["ts"] for o in outs if o.kind == "scores"} or i == 0
+        else:       # closed by the marks, with every symbol of the day
+            assert sum(o.value["ts"] == ts for o in outs if o.kind == "scores") == len(recs)
+    assert sc.stats.timestamps_closed == 4 and not sc.stats.deadletter   # the last one too: no grace wait
+
+
+def test_a_row_after_its_timestamp_closed_is_dead_lettered_unless_it_is_a_replay(data):
+    """A symbol absent from its partition's previous timestamp (new listing, back from a gap) whose bar comes
+    after the mark: dead-lettered (out_of_order), not silently dropped; a replayed row of a scored symbol
+    (a restarted per-symbol worker) is dropped and counted."""
+    bars, fund, secs = data
+    syms = sorted(bars["symbol"].unique())
+    st = SymbolStage(secs, n_partitions=1)
+    sc = scoring(secs)
+    outs, rows_d2 = [], []
+    late = syms[-1].encode()
+    days = _records_by_day(bars, 3)
+    days[1] = [(k, v) for k, v in days[1] if k != late]          # `late` misses day 1: not expected on day 2
+    for i, recs in enumerate(days):
+        out = []
+        for k, v in sorted(recs, key=lambda kv: kv[0] == late):   # `late` comes last
+            o = st.on_bar(v, partition=0, key=k)
+            out += o + st.watermarks([0])
+            if i == 2:
+                rows_d2 += o
+        for raw in wire(out):
+            outs += sc.on_record(raw, "features", 0, 99)
+            outs += sc.poll()
+    ts2 = orjson.loads(days[2][0][1])["ts"]
+    scored = {o.value["symbol"] for o in outs if o.kind == "scores" and o.value["ts"] == ts2}
+    assert scored and late.decode() not in scored                   # closed before `late` arrived
+    assert scored == {k.decode() for k, _ in days[2]} - {late.decode()}
+    dead = [o.value for o in outs if o.kind == "deadletter"]
+    assert len(dead) == 1 and dead[0]["reason_code"] == "out_of_order" and late.decode() in dead[0]["reason"]
+    assert sc.late_rows == 0
+    replay = [r for r in wire(rows_d2) if orjson.loads(r)["symbol"] != late.decode()][:3]
+    for raw in replay:                                                     # already scored: not an error
+        assert sc.on_record(raw) == []
+    assert sc.late_rows == 3 and sc.stats.deadletter == {"out_of_order": 1}
+
+
+def test_no_complete_mark_right_after_a_restore(data):
+    """The first timestamp after a restore may have begun before the snapshot: its symbols are not known
+    whole, so the partition marks nothing complete until a timestamp it saw from its start has passed."""
+    bars, fund, secs = data
+    a = SymbolStage(secs, n_partitions=1)
+    days = _records_by_day(bars, 5)
+    recs = [kv for d in days[:3] for kv in d]
+    half = len(recs) - len(days[2]) // 2
+    for k, v in recs[:half]:
+        a.on_bar(v, partition=0, key=k)
+    assert a.complete(0) == NAT                          # day 2 only half delivered
+    b = SymbolStage(secs, n_partitions=1)
+    restore(b, decode_snapshot(encode(snapshot(a, 0, {"bars": half}).value)))
+    for k, v in recs[half:]:
+        b.on_bar(v, partition=0, key=k)
+        a.on_bar(v, partition=0, key=k)
+    assert a.complete(0) != NAT and b.complete(0) == NAT   # b saw day 2 only in part
+    for k, v in days[3]:
+        b.on_bar(v, partition=0, key=k)
+    assert b.complete(0) == NAT                          # its previous timestamp (day 2) was not seen whole
+    for k, v in days[4]:
+        b.on_bar(v, partition=0, key=k)
+    assert b.complete(0) != NAT                          # day 3 was: day 4 is complete
+
+
+def test_a_dead_workers_last_caught_up_does_not_close_by_grace(data):
+    """A per-symbol worker reported "caught up", then died (SIGKILL) while the others went on: its stale flag
+    must not let the grace rule close timestamps without its partition's rows (they come after its restart)."""
+    bars, fund, secs = data
+    t = [0.0]
+    sc = ScoringStage(ModelSource(None, scorer=LinearScorer()), sectors=secs,
+                      config=ScoringConfig(grace_s=2.0, stall_s=60.0, alive_s=1.0), clock=lambda: t[0])
+    days = _records_by_day(bars, 3)
+    stages = {p: SymbolStage(secs, n_partitions=P) for p in range(P)}
+    for i, recs in enumerate(days):
+        for p in range(P):
+            if i == 2 and p == 0:
+                continue                    # partition 0's worker died after day 1 (caught up then)
+            outs = [o for k, v in recs if part(k.decode()) == p for o in stages[p].on_bar(v, partition=p, key=k)]
+            for raw in wire(outs + stages[p].watermarks([p], caught_up=True)):
+                sc.on_record(raw)
+        sc.poll()
+    day2 = orjson.loads(days[2][0][1])["ts"]
+    t[0] = 0.5
+    for p in (1, 2):                        # the live ones keep sending heartbeats
+        for raw in wire(stages[p].watermarks([p], caught_up=True)):
+            sc.on_record(raw)
+    t[0] = 2.5                              # quiet for 2.5 s: partition 0's flag is 2.5 s old
+    for p in (1, 2):
+        for raw in wire(stages[p].watermarks([p], caught_up=True)):
+            sc.on_record(raw)
+    outs = sc.poll()
+    assert not [o for o in outs if o.kind == "scores" and o.value["ts"] == day2]
+    t[0] = 3.0                              # partition 0's worker is back, replays day 2, caught up again
+    for raw in wire([o for k, v in days[2] if part(k.decode()) == 0 for o in stages[0].on_bar(v, partition=0, key=k)]
+                    + stages[0].watermarks([0], caught_up=True)):
+        sc.on_record(raw)
+    outs = sc.poll()
+    assert sum(o.value["ts"] == day2 for o in outs if o.kind == "scores") == len(days[2])
