@@ -32,8 +32,6 @@ import time
 
 from aiokafka import TopicPartition
 
-from technic.features.incremental import warm_up
-
 from stream.io.fetch_pacing import fetch_batch
 from stream.io.output import OutputSender
 from stream.io.topics_config import topic_name
@@ -41,9 +39,9 @@ from stream.service.checkpoint_writer import CheckpointWriter
 from stream.service.explainer import Explainer
 from stream.service.role_runtime import role_clients, run_until_signal
 from stream.service.snapshots import scan_snapshots
+from stream.service.warmup import warm_process
 from stream.service.web import serve_health
 from stream.stages import scoring_checkpoint
-from stream.stages.models import warm_scorer
 from stream.stages.scoring import ScoringStage
 
 log = logging.getLogger("technic.worker")
@@ -87,8 +85,7 @@ class ScoringWorker:
         async with role_clients(self.settings.bootstrap) as (c, send, snap_send):
             try:
                 offsets = await self._restore()
-                log.info("warm-up: compiled kernels %.2f s, model %.2f s", warm_up(self.stage.engine.sectors),
-                         warm_scorer(self.stage.models.current, self.stage.cfg.top_k))
+                warm_process(self.stage.engine.sectors, self.stage.models.current, self.stage.cfg.top_k)
                 name, control = topic_name("features"), topic_name("control")
                 await c.topics()
                 tps = [TopicPartition(name, q) for q in sorted(c.partitions_for_topic(name) or [0])]

@@ -23,14 +23,13 @@ import time
 
 from aiokafka import TopicPartition
 
-from technic.features.incremental import warm_up
-
 from stream.io.fetch_pacing import fetch_batch
 from stream.io.topics_config import topic_name
 from stream.service.assignment import assigned
 from stream.service.checkpoint_writer import CheckpointWriter
 from stream.service.role_runtime import role_clients, run_until_signal
 from stream.service.snapshots import scan_snapshots
+from stream.service.warmup import warm_process
 from stream.service.web import serve_health
 from stream.stages.checkpoint import SIDE_KINDS, capture, decode_snapshot, restore
 from stream.stages.symbol import SymbolStage
@@ -83,7 +82,7 @@ class SymbolWorker:
                     if p in snaps:
                         self.restored_from[p] = snaps[p]["offsets"]
                 self.restore_s = round(time.perf_counter() - t0, 3)
-                log.info("warm-up: compiled kernels %.2f s", warm_up(self.sectors))
+                warm_process(self.sectors)
                 runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
                 log.info("symbol worker: partitions %s of %d, restored %d snapshot(s) in %.3f s", self.mine, n,
                          len(snaps), self.restore_s)

@@ -23,8 +23,8 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
     import faust
 
     from stream.service.app import create_app
-    from stream.stages.models import ModelSource, warm_scorer
-    from technic.features.incremental import warm_up
+    from stream.service.warmup import warm_process
+    from stream.stages.models import ModelSource
     from stream.stages.pipeline import ScoringPipeline
 
     models = models or ModelSource(registry_root, model_version)
@@ -44,8 +44,7 @@ def run_worker(settings, registry_root=None, sectors=None, pipeline_config=None,
         finally:
             await sender.close()
 
-    log.info("warm-up: compiled kernels %.2f s, model %.2f s", warm_up(sectors),
-             warm_scorer(models.current, pipeline.cfg.top_k))
+    warm_process(sectors, models.current, pipeline.cfg.top_k)
     log.info("catch-up from %s (model %s)", settings.bootstrap, models.version)
     counts = asyncio.run(_catch_up())
     log.info("catch-up done: %s; model %s", counts, models.version)

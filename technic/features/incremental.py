@@ -27,7 +27,7 @@ last_ts, last_seq, n_bars, fundamentals (+ their key), alt values (+ dates).
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -240,15 +240,35 @@ class FeatureEngine:
     def get_state(self, symbol: str) -> bytes:
         """The symbol's full state (both stages, side inputs, pending rows) as bytes."""
         s = self.slots[symbol]
-        parts = [stage.table.row_bytes(s) for stage in (self.ts, self.mkt)]
-        for arr in self._side_arrays():
-            parts.append(np.ascontiguousarray(arr[s]).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+        return self._pack_state(symbol, self.pending_fund.get(s, []), self.pending_alt.get(s, []),
+                                [a[s] for a in self._state_arrays()])
+
+    def states_later(self, symbols: Sequence[str]) -> Callable[[], dict[str, bytes]]:
+        """``{s: get_state(s)}`` in two steps: copy the symbols' state rows now (one gather per array: a few
+        ms for hundreds of symbols) and return the function that formats them later, e.g. in a thread while
+        the engine goes on (it reads only the copies)."""
+        symbols = list(symbols)
+        slots = np.array([self.slots[x] for x in symbols], dtype=np.intp)
+        rows = [a[slots] for a in self._state_arrays()]
+        pend = [(list(self.pending_fund.get(x, [])), list(self.pending_alt.get(x, []))) for x in slots.tolist()]
+
+        def build() -> dict[str, bytes]:
+            return {sym: self._pack_state(sym, pend[i][0], pend[i][1], [r[i] for r in rows])
+                    for i, sym in enumerate(symbols)}
+        return build
+
+    def _state_arrays(self) -> list[np.ndarray]:
+        """Per-slot arrays of a symbol's state, in ``get_state`` order."""
+        return [self.ts.table.F, self.ts.table.I, self.mkt.table.F, self.mkt.table.I, *self._side_arrays()]
+
+    def _pack_state(self, symbol: str, pending_fund, pending_alt, rows) -> bytes:
         header = orjson.dumps({
             "format": _FORMAT, "program": self._program_hash(), "layout": self._layout_hash(), "symbol": symbol,
-            "pending_fund": [[a, p, v.tobytes().hex()] for a, p, v in self.pending_fund.get(s, [])],
-            "pending_alt": [[d, j, _hexf(v)] for d, j, v in self.pending_alt.get(s, [])],
+            "pending_fund": [[a, p, v.tobytes().hex()] for a, p, v in pending_fund],
+            "pending_alt": [[d, j, _hexf(v)] for d, j, v in pending_alt],
         })
-        return struct.pack("<I", len(header)) + header + b"".join(parts)
+        return struct.pack("<I", len(header)) + header + b"".join(
+            np.ascontiguousarray(r).astype(r.dtype.newbyteorder("<"), copy=False).tobytes() for r in rows)
 
     def set_state(self, symbol: str, blob: bytes) -> None:
         """Restore a symbol's state from ``get_state`` bytes (exact round trip)."""
