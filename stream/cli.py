@@ -60,6 +60,12 @@ class Explain(str, enum.Enum):
     deferred = "deferred"
 
 
+def _group(group, member, partitions):
+    if group is not None and (member or partitions):
+        raise TechnicError("--group takes partitions from the consumer group: drop --member/--partitions")
+    return group
+
+
 @app.command("worker")
 def worker_cmd(
     bootstrap: Optional[str] = BootstrapOpt, broker_dir: Path = BrokerDirOpt,
@@ -91,6 +97,9 @@ def worker_cmd(
                                              "scoring: the universe-wide scoring stage over technic.features"),
     member: Optional[str] = typer.Option(None, help="--role symbol: static assignment i/N (partitions p % N == i)"),
     partitions: Optional[str] = typer.Option(None, help="--role symbol: static assignment, e.g. 0,3"),
+    group: Optional[str] = typer.Option(None, help="--role symbol: take partitions from this consumer group "
+                                                   "(Apache Kafka; rebalances restore from technic.snapshots) "
+                                                   "instead of --member/--partitions"),
     checkpoint: float = typer.Option(5.0, min=0.05, help="--role symbol|scoring: seconds between state snapshots"),
     stall: float = typer.Option(60.0, help="--role scoring: seconds without progress after which a timestamp "
                                            "is scored without the partitions that did not report"),
@@ -104,6 +113,7 @@ def worker_cmd(
     setup_logging(log_json)
     # every input is checked before a broker starts: a typo must not leave anything running
     root, sectors = _registry(registry), _sectors(securities)
+    group = _group(group, member, partitions)
     config = PipelineConfig(grace_s=grace, top_k=top_k, explain=Explain(explain).value, universe=_universe(universe),
                             score_from=_date(score_from))
     online = OnlineConfig(enabled=drift or online_learning, online_learning=online_learning)
@@ -119,7 +129,7 @@ def worker_cmd(
             from stream.stages.symbol import SymbolConfig
             asyncio.run(serve_symbol_worker(
                 settings, sectors=sectors, config=SymbolConfig(universe=config.universe),
-                member=parse_member(member) if member else None,
+                group=group, member=parse_member(member) if member else None,
                 partitions=parse_partitions(partitions) if partitions else None, checkpoint_s=checkpoint))
         elif role == Role.scoring:
             import asyncio
@@ -202,18 +212,24 @@ def parity_cmd(days: int = typer.Option(60, min=1, help="trading days to replay"
                partitions: int = typer.Option(6, min=1, help="split mode: partitions of the input topics"),
                chaos: Optional[str] = typer.Option(None, help="split mode: 'kill' SIGKILLs per-symbol worker 0 "
                                                               "mid-replay and restarts it; 'kill-scoring' the "
-                                                              "scoring worker"),
+                                                              "scoring worker; 'join' (with --group): the last "
+                                                              "per-symbol worker joins mid-replay"),
+               group: bool = typer.Option(False, "--group", help="split mode: per-symbol workers in a consumer "
+                                                                "group instead of static --member i/N"),
                rate: Optional[float] = typer.Option(None, min=1.0, help="publish at most this many bars/s "
                                                     "(default: as fast as possible; 1500 with --chaos)")):
     """Replay N days x M symbols through the real broker and worker(s); compare every score with batch."""
     from stream.tools.parity import run_stream_parity
-    from stream.tools.parity import CHAOS
-    if chaos is not None and chaos not in CHAOS:
-        raise typer.BadParameter(f"--chaos {chaos!r}: expected one of {', '.join(CHAOS)}")
-    if chaos and not symbol_workers:
-        raise typer.BadParameter("--chaos needs the split mode (--symbol-workers N)")
+    from stream.tools.parity import CHAOS, JOIN
+    if chaos is not None and chaos not in (*CHAOS, JOIN):
+        raise typer.BadParameter(f"--chaos {chaos!r}: expected one of {', '.join((*CHAOS, JOIN))}")
+    if (chaos or group) and not symbol_workers:
+        raise typer.BadParameter("--chaos and --group need the split mode (--symbol-workers N)")
+    if chaos == JOIN and (not group or symbol_workers < 2):
+        raise typer.BadParameter("--chaos join needs --group and --symbol-workers >= 2")
     rep = run_stream_parity(days=days, symbols=symbols, data=data, registry=registry, bootstrap=bootstrap,
-                            symbol_workers=symbol_workers, partitions=partitions, chaos=chaos, rate=rate)
+                            symbol_workers=symbol_workers, partitions=partitions, chaos=chaos, rate=rate,
+                            group=group)
     print(json.dumps(rep, indent=None if as_json else 1))
     if rep["n_missing"] or rep["n_duplicate"] or rep["n_conflicting"] or rep["max_abs_diff"] > 1e-6:
         raise SystemExit(1)

@@ -49,10 +49,14 @@ async def fetch_batch(consumer, pacer: FetchPacer, max_records: int, partitions=
     batch = await consumer.getmany(timeout_ms=pacer.wait_ms, max_records=max_records)
     pause = pacer.after(bool(batch))
     if pause:
-        tps = list(partitions if partitions is not None else consumer.assignment())
+        # only what is assigned now, and resumed only if still assigned: a group rebalance may move
+        # partitions during the sleep (pausing or resuming an unassigned one raises)
+        owned = consumer.assignment()
+        tps = [tp for tp in (partitions if partitions is not None else owned) if tp in owned]
         consumer.pause(*tps)
         try:
             await asyncio.sleep(pause)
         finally:
-            consumer.resume(*tps)
+            owned = consumer.assignment()
+            consumer.resume(*[tp for tp in tps if tp in owned])
     return batch

@@ -85,6 +85,7 @@ def restore(stage, snap: dict) -> dict[str, int]:
         stage.partition_of[s] = p
     if snap.get("watermark"):
         stage.watermark[p] = ts_ns(snap["watermark"])
+    stage.forget_timestamps(p)   # completeness starts over: this process has not seen a whole timestamp yet
     return {k: int(snap["offsets"].get(k, 0)) for k in SIDE_KINDS}
 
 

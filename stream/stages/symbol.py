@@ -128,6 +128,12 @@ class SymbolStage:
         elif t == w:
             self._cur_syms.setdefault(p, set()).add(sym)
 
+    def forget_timestamps(self, p: int) -> None:
+        """Start the completeness tracking of ``p`` over (a restore: its state came from elsewhere)."""
+        self._boundaries.pop(p, None)
+        self._prev_syms.pop(p, None)
+        self._cur_syms.pop(p, None)
+
     def complete(self, p: int) -> int:
         """The partition's latest timestamp if every symbol of its previous one delivered it, else NAT."""
         if self._boundaries.get(p, 0) < 2 or not self._prev_syms[p] <= self._cur_syms[p]:

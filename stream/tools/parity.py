@@ -31,6 +31,7 @@ import numpy as np
 
 
 CHAOS = {"kill": 0, "kill-scoring": "scoring"}   # --chaos mode -> the worker SIGKILLed and restarted
+JOIN = "join"   # --group: the last per-symbol worker joins the group mid-replay (a rebalance)
 
 
 def expected_scores(bars, fund, secs, scorer) -> dict[tuple[str, str], dict[int, float]]:
@@ -76,7 +77,8 @@ def compare_scores(expected: dict, received: list[dict]) -> dict:
 
 def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=None, bootstrap=None,
                       timeout_s: float = 300.0, workdir: Path | None = None, symbol_workers: int = 0,
-                      partitions: int = 6, chaos: str | None = None, rate: float | None = None) -> dict:
+                      partitions: int = 6, chaos: str | None = None, rate: float | None = None,
+                      group: str | None = None) -> dict:
     """One-process mode (``symbol_workers=0``: one worker process) or the split mode
     (``symbol_workers`` per-symbol worker processes + 1 scoring worker, ``partitions`` input
     partitions, static assignment). ``chaos="kill"``: per-symbol worker 0 is SIGKILLed mid-replay
@@ -138,8 +140,9 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
         if split:
             from .split_run import SplitTopology
             topo = SplitTopology(boot, registry, work, env, symbol_workers, securities=secs_file,
-                                 checkpoint_s=0.5, scoring_checkpoint_s=0.5)
-            topo.start()
+                                 checkpoint_s=0.5, scoring_checkpoint_s=0.5,
+                                 group=f"{prefix}symbol" if group else None)
+            topo.start(n_symbol=symbol_workers - 1 if chaos == JOIN else None)
         else:
             worker = spawn(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"))
             wait_http(f"http://127.0.0.1:{port}/health", 120, worker)
@@ -147,6 +150,8 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
         recs = list(bar_records(replay))
         if chaos in CHAOS and split:
             chaos_rep = _publish_with_kill(boot, recs, topo, rate or 1500.0, CHAOS[chaos])
+        elif chaos == JOIN and split:
+            chaos_rep = _publish_with_join(boot, recs, topo, rate or 1500.0)
         else:
             asyncio.run(publish(boot, recs, rate=rate, window=max(50, int(rate // 10)) if rate else 5000))
         received: list[dict] = []
@@ -176,6 +181,33 @@ def run_stream_parity(days: int = 60, symbols: int = 100, data=None, registry=No
         os.environ.pop("TECHNIC_TOPIC_PREFIX", None)
         if own:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _publish_with_join(boot, recs, topo, rate: float) -> dict:
+    """Group mode: publish at ``rate`` in a thread; once the running per-symbol workers have written a
+    snapshot and applied a third of the bars, start the last worker: the group rebalances, the others
+    write the snapshots of the partitions they give up and the newcomer restores them."""
+    import threading
+
+    from .publisher import publish
+    window = max(50, int(rate // 10))
+    th = threading.Thread(target=lambda: asyncio.run(publish(boot, recs, rate=rate, window=window)), daemon=True)
+    th.start()
+    first = [f"symbol{i}" for i in range(topo.n - 1)]
+    while True:
+        st = [topo.status(n) for n in first]
+        if all(s.get("snapshots_written", 0) >= 1 for s in st) and sum(s.get("bars_applied", 0) for s in st) > len(recs) // 3:
+            break
+        if not th.is_alive():
+            raise RuntimeError("the replay ended before the first members wrote snapshots: lower --rate")
+        time.sleep(0.1)
+    joined_after = sum(s.get("bars_applied", 0) for s in st)
+    topo.restart(topo.n - 1)
+    th.join()
+    last = topo.status(f"symbol{topo.n - 1}")
+    return {"chaos": "join", "joined": f"symbol{topo.n - 1}", "joined_after_bars": joined_after,
+            "partitions_after_join": {n: topo.status(n)["partitions"] for n in first + [f"symbol{topo.n - 1}"]},
+            "restored_from": last.get("restored_from")}
 
 
 def _publish_with_kill(boot, recs, topo, rate: float, target=0) -> dict:

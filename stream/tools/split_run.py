@@ -28,8 +28,10 @@ def health(port: int) -> dict:
 
 class SplitTopology:
     def __init__(self, bootstrap: str, registry, work: Path, env: dict, n_symbol: int, securities=None,
-                 checkpoint_s: float = 1.0, grace_s: float = 2.0, extra=(), scoring_checkpoint_s: float | None = None):
+                 checkpoint_s: float = 1.0, grace_s: float = 2.0, extra=(), scoring_checkpoint_s: float | None = None,
+                 group: str | None = None):
         self.boot, self.registry, self.work, self.env = bootstrap, registry, Path(work), env
+        self.group = group     # per-symbol workers take partitions from this consumer group, not --member
         self.n = n_symbol
         self.securities = securities
         self.checkpoint_s, self.grace_s = checkpoint_s, grace_s
@@ -45,7 +47,8 @@ class SplitTopology:
                str(self.registry), "--web-port", str(port), "--role", role, "--grace", str(self.grace_s),
                "--no-drift", "--log-text"]
         if member is not None:
-            cmd += ["--member", f"{member}/{self.n}", "--checkpoint", str(self.checkpoint_s)]
+            cmd += (["--group", self.group] if self.group else ["--member", f"{member}/{self.n}"])
+            cmd += ["--checkpoint", str(self.checkpoint_s)]
         elif self.scoring_checkpoint_s is not None:
             cmd += ["--checkpoint", str(self.scoring_checkpoint_s)]
         if self.securities:
@@ -57,9 +60,10 @@ class SplitTopology:
         log = open(self.work / f"{name}.log", "ab")
         self.procs[name] = spawn(self._cmd(role, port, member), env=self.env, stdout=subprocess.DEVNULL, stderr=log)
 
-    def start(self, timeout_s: float = 180) -> None:
+    def start(self, timeout_s: float = 180, n_symbol: int | None = None) -> None:
+        """Start the scoring worker and the first ``n_symbol`` (default all) per-symbol workers."""
         self._spawn("scoring", "scoring")
-        for i in range(self.n):
+        for i in range(self.n if n_symbol is None else n_symbol):
             self._spawn(f"symbol{i}", "symbol", i)
         for name, p in self.procs.items():
             wait_http(f"http://127.0.0.1:{self.ports[name]}/health", timeout_s, p)
@@ -82,6 +86,9 @@ class SplitTopology:
             self._spawn(name, "symbol", i)
         wait_http(f"http://127.0.0.1:{self.ports[name]}/health", timeout_s, self.procs[name])
         self.restarts += 1
+        deadline = time.time() + timeout_s
+        while health(self.ports[name]).get("restore_s") is None and time.time() < deadline:
+            time.sleep(0.1)   # a group member restores once the group has assigned it partitions
         r = float(health(self.ports[name])["restore_s"])
         self.restore_s.append(r)
         return r

@@ -45,3 +45,37 @@ def test_checkpoint_writer_builds_off_the_loop_one_at_a_time_and_raises_failures
         with pytest.raises(RuntimeError, match="cannot deliver"):
             bad.check()
     asyncio.run(main())
+
+
+def test_fetch_batch_pauses_only_what_is_assigned_across_a_rebalance():
+    """A group rebalance can move partitions while the consumer sleeps: pausing or resuming a partition
+    that is no longer assigned raises in aiokafka, so only still-assigned ones are touched."""
+    from stream.io.fetch_pacing import fetch_batch
+
+    class Consumer:
+        def __init__(self):
+            self.owned, self.paused = {"a", "b"}, set()
+
+        def assignment(self):
+            return set(self.owned)
+
+        async def getmany(self, timeout_ms, max_records):
+            return {}
+
+        def pause(self, *tps):
+            assert set(tps) <= self.owned
+            self.paused |= set(tps)
+
+        def resume(self, *tps):
+            assert set(tps) <= self.owned
+            self.paused -= set(tps)
+
+    async def main():
+        c = Consumer()
+        task = asyncio.create_task(fetch_batch(c, FetchPacer(hot_sleep_s=0.01), 10, ["a", "b", "c"]))
+        await asyncio.sleep(0.005)
+        assert c.paused == {"a", "b"}          # "c" is not assigned: left alone
+        c.owned = {"b", "d"}                   # rebalance during the pause
+        assert await task == {}
+        assert "b" not in c.paused             # resumed; "a" went away with the rebalance, untouched
+    asyncio.run(main())

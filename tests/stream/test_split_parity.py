@@ -19,8 +19,18 @@ def _run(broker, tmp_path, **kw):
                              symbol_workers=3, partitions=6, **kw)
 
 
-def _exact(rep, reemitted_ok=False):
-    assert rep["n_scores"] >= 6000 and rep["n_missing"] == 0, rep
+def _run_small(broker, tmp_path, **kw):
+    from stream.tools.parity import run_stream_parity
+    from technic.paths import data_dir
+    try:
+        data_dir()
+    except TechnicError:
+        pytest.skip("shipped dev data not found (set TECHNIC_DATA_DIR)")
+    return run_stream_parity(days=30, symbols=60, bootstrap=broker.bootstrap, workdir=tmp_path, partitions=6, **kw)
+
+
+def _exact(rep, reemitted_ok=False, n_min=6000):
+    assert rep["n_scores"] >= n_min and rep["n_missing"] == 0, rep
     assert rep["n_unexpected"] == 0 and rep["n_duplicate"] == 0 and rep["n_conflicting"] == 0
     assert reemitted_ok or rep["n_reemitted"] == 0   # only a restarted scoring worker scores anything twice
     assert rep["max_abs_diff"] <= 1e-6
@@ -47,3 +57,22 @@ def test_split_parity_with_the_scoring_worker_killed_and_restored(broker, tmp_pa
     _exact(rep, reemitted_ok=True)
     assert rep["killed"] == "scoring" and rep["restarts"] == 1 and len(rep["restore_s"]) == 1
     assert rep["restored_from"]   # it restored its snapshot and read the features topic from its offset
+
+
+@pytest.mark.broker
+def test_split_parity_with_a_consumer_group(broker, tmp_path):
+    """--group: the per-symbol worker takes its partitions from a consumer group (one member here)."""
+    rep = _run_small(broker, tmp_path, group=True, symbol_workers=1)
+    _exact(rep, n_min=1800)
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_split_parity_when_a_group_member_joins_mid_replay(broker, tmp_path):
+    """A second member joins: the first writes the snapshots of the partitions it gives up, the newcomer
+    restores them and goes on from their offsets; every score still equals the batch path."""
+    rep = _run_small(broker, tmp_path, group=True, symbol_workers=2, chaos="join", rate=600.0)
+    _exact(rep, n_min=1800)
+    parts = rep["partitions_after_join"]
+    assert sorted(parts["symbol0"] + parts["symbol1"]) == list(range(6)) and parts["symbol1"]
+    assert rep["restored_from"]   # the newcomer restored the snapshots written on revocation
