@@ -131,13 +131,14 @@ class ScoringStage:
             if scored is None or sym in scored:
                 self.late_rows += 1   # a per-symbol worker replaying after a restart: already scored
                 return []
-            # not a replay: a row of a symbol absent from its partition's previous timestamp that
-            # came after the partition marked t complete (the one-process mode's late bar)
+            # not a replay: t was closed without this symbol (a symbol absent from its partition's
+            # previous timestamp whose row came after the completeness mark - the one-process mode's
+            # late bar -, or a partition left out by the grace or stall rule)
             self.stats.deadletter["out_of_order"] += 1
             topic, partition, offset, raw = origin
             return [Output("deadletter", str(topic).encode(), deadletter_record(
-                "out_of_order", f"row of {sym} at {ts} arrived after {ts} was closed without it "
-                                f"(its partition had marked {ts} complete): not scored", topic, partition, offset, raw))]
+                "out_of_order", f"row of {sym} at {ts} arrived after {ts} was closed without it (completeness "
+                                f"mark, grace or stall rule): not scored", topic, partition, offset, raw))]
         self.stats.bars_in += 1
         close = np.nan if close is None else float(close)
         recv = float(recv or self.clock()) if received is None else received
