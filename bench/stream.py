@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python bench/stream.py [--days 100] [--latency-days 30] [--latency-rate 1000]
                                      [--train-symbols 100] [--train-days 504] [--grace 2]
                                      [--py-spy SECONDS] [--latency-top-k 5,0] [--partitions 6]
-                                     [--split-latency-workers 2] [--split-catchup-workers 1,2] [--skip-e2e]
+                                     [--split-latency-workers 1,2] [--split-catchup-workers 1,2] [--skip-e2e]
 
 Data: the dev set at $TECHNIC_DATA_DIR or <repo>/../shared/data. One quick model
 (``train_quick_model``, LightGBM) is trained once on ``--train-symbols`` symbols x
@@ -36,10 +36,11 @@ own prefix and are deleted afterwards, so the broker's snapshot stays small):
     - one-process mode: ``technic-stream worker --no-drift`` (direct ingest), 1 partition. Each bar
       steps its symbol's state on arrival; t closes in the batch that brings the last active
       symbol's bar of t (the very first timestamp also needs one later bar);
-    - split mode: ``--split-latency-workers`` per-symbol workers + 1 scoring worker (processes),
-      ``--partitions`` partitions. The scoring stage closes t when every partition's watermark
-      passed t, i.e. once each partition delivered a bar of a later timestamp (else ``--grace``
-      after the last row once every partition is caught up), so its latency includes that gap;
+    - split mode: ``--split-latency-workers`` per-symbol workers (each count in the list: one run
+      each) + 1 scoring worker (processes), ``--partitions`` partitions. The scoring stage closes t
+      when every partition's watermark passed t or the partition marked t complete (every symbol of
+      its previous timestamp delivered t), else ``--grace`` after the last row once every partition
+      is caught up;
     each with the SHAP top-k of ``--latency-top-k`` (default 5 and 0);
 (d) worker RSS (VmRSS / VmHWM of the worker process) after the catch-up replay, per 500 symbols;
 (e) split-mode catch-up with 1 vs 2 per-symbol workers (``--split-catchup-workers``): every bar
@@ -534,7 +535,7 @@ def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_rec
                       f"{partitions} partitions), top_k={top_k}{_explain_label(top_k, explain)}",
            "bars": n_bars, "publish_s": st["seconds"], "seconds": round(wall, 3), **stats,
            "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter")}
-    return row, {f"latency_split_top{top_k}{explain[0]}_{k}": v for k, v in meta.items()}
+    return row, {f"latency_split{n_symbol}_top{top_k}{explain[0]}_{k}": v for k, v in meta.items()}
 
 
 def split_catch_up(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k,
@@ -603,10 +604,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--latency-top-k", default="5,5d,0",
                     help="SHAP top-k of the latency runs (c); a trailing d: explanations deferred (--explain deferred)")
     ap.add_argument("--partitions", type=int, default=6, help="input partitions in the split-mode runs")
-    ap.add_argument("--split-latency-workers", type=int, default=2, help="per-symbol workers in the split latency run")
+    ap.add_argument("--split-latency-workers", default="1,2",
+                    help="per-symbol worker counts of the split latency runs (one run each)")
     ap.add_argument("--split-catchup-workers", default="1,2", help="per-symbol worker counts compared in (e)")
     ap.add_argument("--skip-e2e", action="store_true", help="skip the one-process throughput variants (b)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--name", default="stream", help="results file name under bench/results (json + md)")
     args = ap.parse_args(argv)
 
     from stream.io.broker import EmbeddedBroker
@@ -711,11 +714,12 @@ def main(argv=None) -> dict:
             k, ex = int(spec.rstrip("d")), ("deferred" if spec.endswith("d") else "inline")
             lat_runs += [("one-process", f"bench.latency{spec}.", lambda pf, k=k, ex=ex: latency(
                 boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn, n_lat,
-                n_lat_last, k, args.grace, args.latency_rate, args.timeout, window=args.latency_window, explain=ex)),
-                ("split", f"bench.latsplit{spec}.", lambda pf, k=k, ex=ex: split_latency(
-                    boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn,
-                    n_lat, n_lat_last, k, args.grace, args.latency_rate, args.timeout, args.split_latency_workers,
-                    args.partitions, window=args.latency_window, explain=ex))]
+                n_lat_last, k, args.grace, args.latency_rate, args.timeout, window=args.latency_window, explain=ex))]
+            lat_runs += [("split", f"bench.latsplit{spec}w{n}.", lambda pf, k=k, ex=ex, n=n: split_latency(
+                boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn,
+                n_lat, n_lat_last, k, args.grace, args.latency_rate, args.timeout, n, args.partitions,
+                window=args.latency_window, explain=ex))
+                for n in [int(x) for x in args.split_latency_workers.split(",") if x]]
         for name, prefix, run in lat_runs:
             try:
                 row, lat_meta = run(prefix)
@@ -784,7 +788,7 @@ def main(argv=None) -> dict:
             "load_s": round(load_s, 2), "raw_consume_bars_per_s": round(raw_consume),
             "targets": f">= {TARGET_BARS_S:,} bars/s end to end; p99 < {TARGET_P99_MS:g} ms at 1,000 bars/s",
             **notes, **environment()}
-    jp, mp = write_results("stream", rows, meta)
+    jp, mp = write_results(args.name, rows, meta)
     # long texts (profiles) go to the JSON under "profiles" and to the markdown as code blocks
     d = json.loads(jp.read_text())
     d["profiles"] = profiles
