@@ -424,6 +424,13 @@ def _wait_topic(boot: str, kind: str, n: int, timeout_s: float = 120.0) -> int:
     return seen
 
 
+def _wait_outputs(boot: str, n_scores: int, top_k: int, explain: str) -> None:
+    """Wait until the worker's scores (and, deferred, their explanations) are all on their topics."""
+    _wait_topic(boot, "scores", n_scores)
+    if explain == "deferred" and top_k:
+        _wait_topic(boot, "explanations", n_scores, timeout_s=30)
+
+
 def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k, grace,
             rate, timeout_s, window: int = 50, explain: str = "inline") -> tuple[dict, dict]:
     """One-process mode: ``technic-stream worker`` (live direct ingest) at a paced publish rate."""
@@ -445,9 +452,7 @@ def latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, 
         _, h = w.wait_applied(n_bars, timeout_s, n_in=n_bars + 1)
         wall = time.perf_counter() - t0
         rss = _rss(w.proc.pid)
-        _wait_topic(boot, "scores", _health(w.port)["scores_out"])
-        if explain == "deferred" and top_k:
-            _wait_topic(boot, "explanations", _health(w.port)["scores_out"], timeout_s=30)
+        _wait_outputs(boot, _health(w.port)["scores_out"], top_k, explain)
     finally:
         w.stop()
     stats, meta = _latency_stats(boot, explain)
@@ -525,9 +530,7 @@ def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_rec
         st = _publish(boot, bars, rate=rate, window=window)
         _, h = _wait_scored(topo, n_bars, timeout_s)
         wall = time.perf_counter() - t0
-        _wait_topic(boot, "scores", topo.status("scoring")["scores_out"])
-        if explain == "deferred" and top_k:
-            _wait_topic(boot, "explanations", topo.status("scoring")["scores_out"], timeout_s=30)
+        _wait_outputs(boot, topo.status("scoring")["scores_out"], top_k, explain)
     finally:
         topo.stop()
     stats, meta = _latency_stats(boot, explain)

@@ -2,8 +2,8 @@
 
 On Apache Kafka, a consumer group can assign partitions (``--group``: ``stream.service.symbol_worker``;
 the snapshot topic restores state after a rebalance). The embedded broker's group coordinator freezes
-when a member crashes, so there the workers take their partitions statically: ``--member i/N`` (partitions ``p`` with ``p % N == i``)
-or ``--partitions 0,3``.
+when a member crashes, so there the workers take their partitions statically: ``--member i/N``
+(partitions ``p`` with ``p % N == i``) or ``--partitions 0,3``.
 """
 
 from __future__ import annotations

@@ -55,12 +55,12 @@ class ScoringWorker:
         self.pos: dict[int, int] = {}             # features partition -> next offset to read
         self.restore_s = None
         self.restored_from: dict[int, int] | None = None
-        self.snapshots_written = 0
+        self.writer: CheckpointWriter | None = None   # created with the snapshot sender
         self.stop = asyncio.Event()
 
     def status(self) -> dict:
         return {"role": "scoring", "restore_s": self.restore_s, "restored_from": self.restored_from,
-                "snapshots_written": self.snapshots_written, **self.stage.status()}
+                "snapshots_written": self.writer.written if self.writer else 0, **self.stage.status()}
 
     async def _restore(self) -> dict[int, int]:
         t0 = time.perf_counter()
@@ -101,7 +101,8 @@ class ScoringWorker:
                     await c.seek_to_end(tp)
                     await c.position(tp)   # resolved now: a command sent after /health answers is read
                 runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
-                await self._live(c, send, CheckpointWriter(snap_send))
+                self.writer = CheckpointWriter(snap_send)
+                await self._live(c, send, self.writer)
             finally:
                 if runner is not None:
                     await runner.cleanup()
@@ -138,7 +139,6 @@ class ScoringWorker:
                     after = explainer.wait_sent(explainer.submitted) if explainer is not None else None
                     writer.start([stage.capture(dict(self.pos))], after)   # written in the background
                     snapped, last_snap = (dict(self.pos), stage.last_closed), mono
-                self.snapshots_written = writer.written
                 if mono - last_poll >= self.models_poll_s:
                     last_poll = mono
                     try:
@@ -150,7 +150,6 @@ class ScoringWorker:
             await writer.drain()
             if self.checkpoint_s is not None and (dict(self.pos), stage.last_closed) != snapped:
                 await writer.write_now([stage.capture(dict(self.pos))])
-            self.snapshots_written = writer.written
         finally:
             if explainer is not None:
                 await explainer.close()

@@ -66,7 +66,7 @@ class SymbolWorker:
         self.pos: dict[tuple[str, int], int] = {}     # (kind, partition) -> next offset to read
         self.restore_s = None
         self.restored_from: dict[int, dict] = {}
-        self.snapshots_written = 0
+        self.writer: CheckpointWriter | None = None   # created with the snapshot sender
         self.caught_up = False
         self.stop = asyncio.Event()
         self.handling = asyncio.Lock()   # held while a batch is handled and its outputs sent
@@ -74,7 +74,7 @@ class SymbolWorker:
     def status(self) -> dict:
         s = self.stage.status() if self.stage else {}
         return {"role": "symbol", "partitions": self.mine, "restore_s": self.restore_s,
-                "restored_from": self.restored_from, "snapshots_written": self.snapshots_written,
+                "restored_from": self.restored_from, "snapshots_written": self.writer.written if self.writer else 0,
                 "caught_up": self.caught_up, **s}
 
     async def run(self) -> None:
@@ -85,7 +85,7 @@ class SymbolWorker:
                 await c.topics()
                 n = len(c.partitions_for_topic(topic_name("bars")) or [0])
                 self.stage = SymbolStage(self.sectors, self.config, n_partitions=n)
-                writer = CheckpointWriter(snap_send)
+                writer = self.writer = CheckpointWriter(snap_send)
                 if self.group is not None:   # partitions come and go with the group's rebalances
                     warm_process(self.sectors)
                     runner = await serve_health(self.settings.web_bind, self.settings.web_port, self.status)
@@ -136,8 +136,7 @@ class SymbolWorker:
             async def _give(self, parts):
                 if parts:
                     await writer.drain()
-                    await writer.write_now([capture(worker.stage, p, {k: worker.pos[(k, p)] for k in SIDE_KINDS})
-                                            for p in parts])
+                    await writer.write_now(worker._capture(parts))
                     worker.mine = [p for p in worker.mine if p not in parts]
                     log.info("symbol worker: partitions %s revoked, snapshots written", parts)
 
@@ -225,7 +224,8 @@ class SymbolWorker:
                 if group:   # the assignment may have changed during the fetch
                     tps = sorted(c.assignment())
                 hw = [(tp, c.highwater(tp)) for tp in tps]
-                self.caught_up = all(h is not None and self.pos.get((tp.topic.rsplit(".", 1)[-1], tp.partition), -1) >= h
+                self.caught_up = all(h is not None
+                                     and self.pos.get((tp.topic.rsplit(".", 1)[-1], tp.partition), -1) >= h
                                      for tp, h in hw)
                 if now - last_beat >= 0.25:
                     await send(self.stage.watermarks(self.mine, caught_up=self.caught_up))
@@ -234,16 +234,15 @@ class SymbolWorker:
             if now - last_snap >= self.checkpoint_s and self.pos != snap_pos and not writer.busy:
                 writer.start(self._capture())   # written in the background
                 snap_pos, last_snap = dict(self.pos), now
-            self.snapshots_written = writer.written
         await writer.drain()
         if self.pos != snap_pos:
             await writer.write_now(self._capture())
-        self.snapshots_written = writer.written
 
-    def _capture(self) -> list:
-        """Snapshots of every owned partition, captured now (its rows were already acknowledged by
-        the sends above); builders for ``CheckpointWriter``."""
-        return [capture(self.stage, p, {k: self.pos[(k, p)] for k in SIDE_KINDS}) for p in self.mine]
+    def _capture(self, parts=None) -> list:
+        """Snapshots of the owned partitions (or ``parts``), captured now (their rows were already
+        acknowledged by the sends above); builders for ``CheckpointWriter``."""
+        return [capture(self.stage, p, {k: self.pos[(k, p)] for k in SIDE_KINDS})
+                for p in (self.mine if parts is None else parts)]
 
 
 async def serve_symbol_worker(settings, **kw) -> None:

@@ -159,10 +159,4 @@ def take_deferred(jobs: list | None) -> list:
 
 def run_deferred(jobs: list | None) -> list[Output]:
     """Run (and clear) the deferred explanation jobs, oldest timestamp first."""
-    if not jobs:
-        return []
-    out = []
-    for job in jobs:
-        out += job()
-    jobs.clear()
-    return out
+    return [o for job in take_deferred(jobs) for o in job()]

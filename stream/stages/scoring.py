@@ -40,7 +40,7 @@ from technic.features import registry as R
 from technic.features.batch import sector_codes
 from technic.features.incremental import NAT, FeatureEngine
 
-from stream.io.codecs import RecordError, deadletter_record
+from stream.io.codecs import DEFAULT_MAX_BYTES, RecordError, deadletter_record
 from stream.io.output import Output
 from stream.io.timestamps import ts_ns, ts_string
 from stream.stages import scoring_checkpoint
@@ -110,9 +110,7 @@ class ScoringStage:
                 return self._watermark(v)
             raise KeyError(f"type {kind!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            self.stats.deadletter["schema"] += 1
-            return [Output("deadletter", str(topic).encode(),
-                           deadletter_record("schema", f"features record: {e}", topic, partition, offset, raw))]
+            return [self._dead("schema", f"features record: {e}", topic, partition, offset, raw)]
 
     def _row(self, v: dict, received, origin) -> list[Output]:
         # every field is checked before anything changes (KeyError/TypeError/ValueError: dead letter)
@@ -134,11 +132,8 @@ class ScoringStage:
             # not a replay: t was closed without this symbol (a symbol absent from its partition's
             # previous timestamp whose row came after the completeness mark - the one-process mode's
             # late bar -, or a partition left out by the grace or stall rule)
-            self.stats.deadletter["out_of_order"] += 1
-            topic, partition, offset, raw = origin
-            return [Output("deadletter", str(topic).encode(), deadletter_record(
-                "out_of_order", f"row of {sym} at {ts} arrived after {ts} was closed without it (completeness "
-                                f"mark, grace or stall rule): not scored", topic, partition, offset, raw))]
+            return [self._dead("out_of_order", f"row of {sym} at {ts} arrived after {ts} was closed without it "
+                                               f"(completeness mark, grace or stall rule): not scored", *origin)]
         self.stats.bars_in += 1
         close = np.nan if close is None else float(close)
         recv = float(recv or self.clock()) if received is None else received
@@ -173,11 +168,9 @@ class ScoringStage:
         """A ``technic.control`` record: a model promotion / reload switches at the next timestamp
         (as in the one-process mode); a malformed command or an unknown version is dead-lettered."""
         try:
-            done = control_command(self.models, raw, 65536)
+            done = control_command(self.models, raw, DEFAULT_MAX_BYTES)
         except RecordError as e:
-            self.stats.deadletter[e.reason_code] += 1
-            return [Output("deadletter", str(topic).encode(),
-                           deadletter_record(e.reason_code, e.reason, topic, partition, offset, raw))]
+            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
         if done is None:
             return []
         return self._alert("model_reload", "info", "model_version", None, None, None, done[0], done[1])
@@ -276,6 +269,10 @@ class ScoringStage:
     def restore(self, snap: dict) -> dict[int, int]:
         """Load a snapshot into this fresh stage; return the features offsets to resume from."""
         return scoring_checkpoint.restore(self, snap)
+
+    def _dead(self, code, reason, topic, partition, offset, raw) -> Output:
+        self.stats.deadletter[code] += 1
+        return Output("deadletter", str(topic).encode(), deadletter_record(code, reason, topic, partition, offset, raw))
 
     def _alert(self, type_, severity, metric, value, threshold, window, ts, message, symbol=None) -> list[Output]:
         if not self.gate.allow((type_, symbol, None), self.stats.timestamps_closed):
