@@ -129,6 +129,23 @@ def test_round_trip_fixture_with_pending_fundamentals(fixture_bars, sectors, fun
     _round_trip(bars, sectors, split, fundamentals)
 
 
+def test_states_later_equals_get_state_and_ignores_later_updates(fixture_bars, sectors, fundamentals):
+    """The snapshot capture: rows copied now, bytes formatted later, equal to get_state at capture time
+    (pending fundamentals included) whatever the engine does in between."""
+    bars = fixture_bars.iloc[:300]
+    split = bars["date"].iloc[150]
+    eng = FeatureEngine(sectors=sectors)
+    feed_side_inputs(eng, fundamentals)
+    _run(eng, bars[bars["date"] < split])
+    syms = list(eng.slots)[::-1]
+    want = {s: eng.get_state(s) for s in syms}
+    build = eng.states_later(syms)
+    _run(eng, bars[bars["date"] >= split])          # the engine moves on before the bytes are built
+    got = build()
+    assert list(got) == syms and got == want
+    assert any(eng.get_state(s) != want[s] for s in syms)
+
+
 def test_set_state_rejects_other_registry_and_corruption(sectors):
     eng = FeatureEngine(sectors=sectors)
     _run(eng, synthetic_bars(30))
