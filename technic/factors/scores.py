@@ -77,21 +77,25 @@ def factor_scores(X: np.ndarray, columns: list[str], groups: np.ndarray | None =
     out = np.full((k, len(names)), np.nan)
     if k == 0:
         return out
-    for j, name in enumerate(names):
-        f = factor_by_name(name)
-        zs = []
-        for t in f.terms:
-            v = t.sign * X[:, col[t.feature]]
-            if t.transform == "sector_mean":
-                v = _sector_mean(v, g)
-            zs.append(_gauss(v))
-        Z = np.column_stack(zs)
+    # every rank transform is per column, so each step ranks all factors' columns in one call
+    # (the same values as one column at a time, ~25 calls fewer per date)
+    terms = [(j, t) for j, name in enumerate(names) for t in factor_by_name(name).terms]
+    V = np.empty((k, len(terms)))
+    for c, (_, t) in enumerate(terms):
+        v = t.sign * X[:, col[t.feature]]
+        V[:, c] = _sector_mean(v, g) if t.transform == "sector_mean" else v
+    Zt = rank_gauss(V)
+    owner = np.array([j for j, _ in terms])
+    raw = np.empty((k, len(names)))
+    for j in range(len(names)):
+        Z = Zt[:, owner == j]
         n = np.isfinite(Z).sum(axis=1)
-        raw = np.where(n > 0, np.nansum(Z, axis=1) / np.maximum(n, 1), np.nan)
-        s = _gauss(raw)
-        if sector_neutral and name not in BETWEEN_SECTOR:
-            s = _gauss(_demean_within(s, g))
-        out[:, j] = s
+        raw[:, j] = np.where(n > 0, np.nansum(Z, axis=1) / np.maximum(n, 1), np.nan)
+    out[:] = rank_gauss(raw)
+    if sector_neutral:
+        neutral = [j for j, name in enumerate(names) if name not in BETWEEN_SECTOR]
+        if neutral:
+            out[:, neutral] = rank_gauss(np.column_stack([_demean_within(out[:, j], g) for j in neutral]))
     return out
 
 

@@ -40,6 +40,7 @@ from numba import njit
 _jit = njit(cache=True, error_model="numpy", nogil=True)
 
 NAN = np.nan
+INF = np.inf
 CANCEL = 1e-4  # a second moment that shrank below this fraction lost >= 4 digits
 
 # opcodes: leaves, elementwise (stateless, <= LAST_ELEMENTWISE), then stateful operators
@@ -516,34 +517,31 @@ def run_plan(code, ch0, ch1, ip, fp, fo, io, outs, F, I, rows, X, out):
 # cross-sectional ranks (models.preprocess.average_ranks)
 # ---------------------------------------------------------------------------
 @_jit
-def average_ranks_columns(X):
-    """Per column of ``X`` (k, p): 1-based average ranks of the finite entries, NaN elsewhere.
+def average_ranks_sorted(XT, order):
+    """Per row of ``XT`` (p, k) - one column of the caller's matrix per row - 1-based average ranks
+    of its finite entries, NaN elsewhere, given ``order = argsort(XT, axis=1)`` with every non-finite
+    entry of ``XT`` already +inf (so they sort last; numpy sorts arrays with NaN ~4x slower). Returned
+    as (k, p).
 
     Ties get the mean of their positions ((first + last) / 2 + 1: exact halves in float64), so
-    the result does not depend on the sort's stability or on the row order."""
-    k, p = X.shape
+    the result does not depend on the sort's stability or on the row order. The sort is numpy's
+    (a compiled quicksort per row, ~4x faster here than a sort inside the compiled loop); this pass
+    only walks the sorted order once."""
+    p, k = XT.shape
     R = np.full((k, p), NAN)
-    col = np.empty(k)
-    idx = np.empty(k, np.int64)
     for j in range(p):
-        m = 0
-        for i in range(k):
-            v = X[i, j]
-            if math.isfinite(v):
-                col[m] = v
-                idx[m] = i
-                m += 1
-        if m == 0:
-            continue
-        order = np.argsort(col[:m])
+        x = XT[j]
+        o = order[j]
         a = 0
-        while a < m:
+        while a < k:
+            va = x[o[a]]
+            if not va < INF:   # a non-finite entry: sorted last, the rest are too
+                break
             b = a
-            va = col[order[a]]
-            while b + 1 < m and col[order[b + 1]] == va:
+            while b + 1 < k and x[o[b + 1]] == va:
                 b += 1
             r = (a + b) / 2.0 + 1.0
             for q in range(a, b + 1):
-                R[idx[order[q]], j] = r
+                R[o[q], j] = r
             a = b + 1
     return R

@@ -19,39 +19,21 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
-from technic.features.kernels import average_ranks_columns
+from technic.features.kernels import average_ranks_sorted
 
 
 def average_ranks(X: np.ndarray) -> np.ndarray:
     """Column-wise 1-based average ranks of the finite entries of ``X`` (k, p); NaN elsewhere.
 
     Ties get the mean of their positions (exact halves in float64), so the result does not depend
-    on the row order. One compiled pass over the columns (``features.kernels``)."""
+    on the row order. numpy sorts each column, one compiled pass assigns the ranks
+    (``features.kernels.average_ranks_sorted``)."""
     X = np.asarray(X, dtype=np.float64)
     if X.shape[0] == 0:
         return X.copy()
-    return average_ranks_columns(np.ascontiguousarray(X))
-
-
-def _average_ranks_numpy(X: np.ndarray) -> np.ndarray:
-    """The same in plain numpy (the oracle of the compiled version in the tests)."""
-    X = np.where(np.isfinite(X), X, np.nan)  # +-inf would shift the ranks of the finite values
-    k = X.shape[0]
-    if k == 0:
-        return X.copy()
-    order = np.argsort(X, axis=0, kind="mergesort")  # NaN last
-    S = np.take_along_axis(X, order, axis=0)
-    new = np.ones(X.shape, dtype=bool)
-    new[1:] = S[1:] != S[:-1]
-    last = np.ones(X.shape, dtype=bool)
-    last[:-1] = new[1:]
-    idx = np.arange(k)[:, None]
-    start = np.maximum.accumulate(np.where(new, idx, 0), axis=0)
-    stop = np.minimum.accumulate(np.where(last, idx, k)[::-1], axis=0)[::-1]
-    R = np.empty(X.shape)
-    np.put_along_axis(R, order, (start + stop) / 2.0 + 1.0, axis=0)
-    R[np.isnan(X)] = np.nan
-    return R
+    XT = X.T.copy()                      # one row per column: contiguous sorts
+    XT[~np.isfinite(XT)] = np.inf        # NaN and -inf sort last too (ranked NaN by the kernel)
+    return average_ranks_sorted(XT, np.argsort(XT, axis=1))
 
 
 def rank_gauss(X: np.ndarray, method: str = "gauss") -> np.ndarray:
