@@ -397,6 +397,45 @@ def _latency_stats(boot: str, explain: str = "inline") -> tuple[dict, dict]:
     return row, {"n_latency_samples": int(lat.size), "n_timestamps": len(first)}
 
 
+def _split_hops(boot: str) -> dict:
+    """Split mode: where the time of each timestamp goes, from the topics (p50 / p99 over timestamps, ms).
+
+    Per timestamp ``t`` (the final one excluded): the last bar of ``t`` (publisher CreateTime ``B``), its
+    feature row (``received``: the per-symbol worker's clock when the fetch that delivered the bar
+    returned; CreateTime ``R`` when the row was handed to its producer), the first score (CreateTime ``S``):
+    ``hop_fetch`` = received - B (broker, fetch pacing, the batch before), ``hop_symbol`` = R - received
+    (admission, ``update_ts`` of the fetched batch, row records), ``hop_scoring`` = S - R (the row's send,
+    the scoring worker's fetch, decode, and closing ``t``: market, cross-section, predict)."""
+    from stream.io.topics_config import topic_name
+
+    last_bar: dict[str, tuple[int, str]] = {}
+    for key in asyncio.run(_consume_all(boot, topic_name("bars"), lambda m: None if m.key == b"PRIMER" else (
+            orjson.loads(m.value)["ts"], orjson.loads(m.value)["symbol"], m.timestamp)))[2]:
+        if key is not None and key[2] >= last_bar.get(key[0], (-1, ""))[0]:
+            last_bar[key[0]] = (key[2], key[1])
+
+    def row_key(m):
+        v = orjson.loads(m.value)
+        return (v["ts"], v["symbol"], v["received"], m.timestamp) if v.get("type") == "row" else None
+
+    rows = {(ts, sym): (recv, ms) for ts, sym, recv, ms in
+            (k for k in asyncio.run(_consume_all(boot, topic_name("features"), row_key))[2] if k is not None)}
+    first: dict[str, int] = {}
+    for ts, ms in asyncio.run(_consume_all(boot, topic_name("scores"), lambda m: (orjson.loads(m.value)["ts"],
+                                                                                  m.timestamp)))[2]:
+        first[ts] = min(first.get(ts, ms), ms)
+    final_ts = max(last_bar)
+    hops: dict[str, list] = {"hop_fetch": [], "hop_symbol": [], "hop_scoring": []}
+    for ts, (b_ms, sym) in last_bar.items():
+        if ts == final_ts or ts not in first or (ts, sym) not in rows:
+            continue
+        recv, r_ms = rows[(ts, sym)]
+        hops["hop_fetch"].append(recv * 1e3 - b_ms)
+        hops["hop_symbol"].append(r_ms - recv * 1e3)
+        hops["hop_scoring"].append(first[ts] - r_ms)
+    return {f"{k}_p{q}_ms": round(float(np.percentile(v, q)), 1) for k, v in hops.items() if v for q in (50, 99)}
+
+
 def _wait_topic(boot: str, kind: str, n: int, timeout_s: float = 120.0) -> int:
     """Wait until ``kind``'s topic holds ``n`` records (the worker counts a score before its send is
     acknowledged: stopping it earlier would lose the tail); return the count seen."""
@@ -534,6 +573,7 @@ def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_rec
     finally:
         topo.stop()
     stats, meta = _latency_stats(boot, explain)
+    stats.update(_split_hops(boot))
     row = {"variant": f"latency at {rate:,.0f} bars/s, split mode ({n_symbol} per-symbol + 1 scoring worker, "
                       f"{partitions} partitions), top_k={top_k}{_explain_label(top_k, explain)}",
            "bars": n_bars, "publish_s": st["seconds"], "seconds": round(wall, 3), **stats,
@@ -610,6 +650,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--split-latency-workers", default="1,2",
                     help="per-symbol worker counts of the split latency runs (one run each)")
     ap.add_argument("--split-catchup-workers", default="1,2", help="per-symbol worker counts compared in (e)")
+    ap.add_argument("--latency-modes", default="one-process,split", help="topologies of the latency runs (c)")
     ap.add_argument("--skip-e2e", action="store_true", help="skip the one-process throughput variants (b)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--name", default="stream", help="results file name under bench/results (json + md)")
@@ -715,14 +756,16 @@ def main(argv=None) -> dict:
         lat_runs = []
         for spec in [x for x in args.latency_top_k.split(",") if x]:
             k, ex = int(spec.rstrip("d")), ("deferred" if spec.endswith("d") else "inline")
+            modes = args.latency_modes.split(",")
             lat_runs += [("one-process", f"bench.latency{spec}.", lambda pf, k=k, ex=ex: latency(
                 boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn, n_lat,
-                n_lat_last, k, args.grace, args.latency_rate, args.timeout, window=args.latency_window, explain=ex))]
+                n_lat_last, k, args.grace, args.latency_rate, args.timeout, window=args.latency_window, explain=ex))
+                ] if "one-process" in modes else []
             lat_runs += [("split", f"bench.latsplit{spec}w{n}.", lambda pf, k=k, ex=ex, n=n: split_latency(
                 boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn,
                 n_lat, n_lat_last, k, args.grace, args.latency_rate, args.timeout, n, args.partitions,
                 window=args.latency_window, explain=ex))
-                for n in [int(x) for x in args.split_latency_workers.split(",") if x]]
+                for n in [int(x) for x in args.split_latency_workers.split(",") if x and "split" in modes]]
         for name, prefix, run in lat_runs:
             try:
                 row, lat_meta = run(prefix)
