@@ -167,6 +167,7 @@ class SymbolWorker:
         outs = []
         now = time.time()
         touched = set()
+        bars = []   # the batch's bars: admitted in order, applied a timestamp at a time (SymbolStage.on_bars)
         for tp in sorted(msgs_by_tp, key=lambda tp: (order[tp.topic], tp.partition)):
             kind = kinds[tp.topic]
             if tp.partition not in self.mine:
@@ -176,12 +177,14 @@ class SymbolWorker:
                     continue
                 self.pos[(kind, tp.partition)] = m.offset + 1
                 if kind == "bars":
-                    outs += self.stage.on_bar(m.value, tp.topic, tp.partition, m.offset, now, key=m.key)
+                    bars.append((m.value, tp.topic, tp.partition, m.offset, now, m.key))
                     touched.add(tp.partition)
                 elif kind == "fundamentals":
                     outs += self.stage.on_fundamental(m.value, tp.topic, tp.partition, m.offset, key=m.key)
                 else:
                     outs += self.stage.on_alt(m.value, tp.topic, tp.partition, m.offset, key=m.key)
+        if bars:
+            outs += self.stage.on_bars(bars)
         if touched:
             outs += self.stage.watermarks(touched, caught_up=False)
         await send(outs)

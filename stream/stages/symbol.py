@@ -41,13 +41,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from technic.errors import OrderError
 from technic.features.incremental import NAT, FeatureEngine
 
 from stream.io.codecs import RecordError, deadletter_record
 from stream.io.output import Output
 from stream.io.timestamps import ts_string
-from stream.stages.admission import NO_KEY, BarAdmission, apply_side_record, bar_values
+from stream.stages.admission import BAR_KEYS, NO_KEY, BarAdmission, apply_side_record
 from stream.stages.records import Stats
 
 
@@ -79,28 +81,65 @@ class SymbolStage:
     # -- inputs -----------------------------------------------------------------------
     def on_bar(self, raw: bytes, topic: str = "bars", partition: int = 0, offset: int | None = None,
                received: float | None = None, key=NO_KEY) -> list[Output]:
-        self.stats.bars_in += 1
+        return self.on_bars([(raw, topic, partition, offset, received, key)])
+
+    def on_bars(self, items) -> list[Output]:
+        """Bars ``(raw, topic, partition, offset, received, key)`` in consumption order (each partition's
+        in offset order). Each is admitted in that order (a rejection is dead-lettered and changes
+        nothing); the admitted ones are then applied one timestamp at a time, all symbols of a
+        timestamp in one ``update_ts`` call (a symbol's bars come in timestamp order, so the order of
+        each symbol's updates is unchanged and every row is what one call per bar gives, at a fraction
+        of the per-call cost); rows out in timestamp order, then completeness tracking in consumption
+        order."""
+        out: list[Output] = []
+        admitted = []
+        for raw, topic, partition, offset, received, key in items:
+            self.stats.bars_in += 1
+            try:
+                bar = self.admission.admit_counted(raw, key, NAT, self.stats)
+            except RecordError as e:
+                out.append(self._dead(e.reason_code, e.reason, topic, partition, offset, raw))
+                continue
+            if bar is not None:
+                admitted.append((bar, topic, partition, offset, raw, time.time() if received is None else received))
+        if not admitted:
+            return out
+        applied = set()
+        by_t: dict[int, list] = {}
+        for x in admitted:
+            by_t.setdefault(x[0].t, []).append(x)
+        for t in sorted(by_t):
+            out += self._apply(t, by_t[t], applied)
+        for bar, _, partition, _, _, _ in admitted:
+            if id(bar) in applied:
+                self._track(partition, bar.t, bar.rec["symbol"])
+        return out
+
+    def _apply(self, t: int, run: list, applied: set) -> list[Output]:
+        """Step the symbols of ``run`` (admitted bars of timestamp ``t``, distinct symbols) in one call."""
+        recs = [x[0].rec for x in run]
+        syms = [r["symbol"] for r in recs]
+        vals = {k: np.array([np.nan if r.get(k) is None else float(r[k]) for r in recs]) for k in BAR_KEYS}
+        seqs = [int(r["seq"]) for r in recs]
         try:
-            bar = self.admission.admit_counted(raw, key, NAT, self.stats)
-        except RecordError as e:
-            return [self._dead(e.reason_code, e.reason, topic, partition, offset, raw)]
-        if bar is None:
-            return []
-        rec, t, sym = bar.rec, bar.t, bar.rec["symbol"]
-        vals = bar_values(rec)
-        try:
-            row = self.engine.update_ts(t, [sym], vals, [int(rec["seq"])])[0]
+            rows = self.engine.update_ts(t, syms, vals, seqs)
         except OrderError as e:  # admission already checked the order; never crash the worker
-            return [self._dead("out_of_order", str(e), topic, partition, offset, raw)]
-        self.stats.bars_applied += 1
-        if bar.missing:
-            self.stats.gaps += 1
-        self.partition_of[sym] = partition
-        self._track(partition, t, sym)
-        return [Output("features", ts_string(t).encode(), {
-            "type": "row", "ts": ts_string(t), "symbol": sym, "partition": partition, "seq": int(rec["seq"]),
-            "close": vals["close"][0], "received": time.time() if received is None else received,
-            "row": row})]
+            if len(run) == 1:
+                bar, topic, partition, offset, raw, _ = run[0]
+                return [self._dead("out_of_order", str(e), topic, partition, offset, raw)]
+            return [o for x in run for o in self._apply(t, [x], applied)]   # find the one refused
+        ts = ts_string(t)
+        out = []
+        for i, (bar, topic, partition, offset, raw, received) in enumerate(run):
+            applied.add(id(bar))
+            self.stats.bars_applied += 1
+            if bar.missing:
+                self.stats.gaps += 1
+            self.partition_of[syms[i]] = partition
+            out.append(Output("features", ts.encode(), {
+                "type": "row", "ts": ts, "symbol": syms[i], "partition": partition, "seq": seqs[i],
+                "close": vals["close"][i], "received": received, "row": rows[i]}))
+        return out
 
     def on_fundamental(self, raw: bytes, topic="fundamentals", partition=0, offset=None, key=NO_KEY) -> list[Output]:
         try:

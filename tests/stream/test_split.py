@@ -326,3 +326,42 @@ def test_a_dead_workers_last_caught_up_does_not_close_by_grace(data):
         sc.on_record(raw)
     outs = sc.poll()
     assert sum(o.value["ts"] == day2 for o in outs if o.kind == "scores") == len(days[2])
+
+
+def test_a_fetched_batch_applied_a_timestamp_at_a_time_equals_one_call_per_bar(data):
+    """``on_bars`` (a worker's fetched batch: several partitions, several timestamps, rejected records
+    among them) gives the rows, dead letters, watermarks and state of one ``on_bar`` call per record."""
+    bars, fund, secs = data
+    recs = [(v, "bars", part(k.decode()), i, 1.0, k) for i, (_, k, v) in enumerate(bar_records(bars))]
+    first = orjson.loads(recs[0][0])
+    junk = [(b"{not json", "bars", 0, -1, 1.0, b"X"),
+            (recs[0][0], "bars", recs[0][2], -2, 1.0, recs[0][5]),                       # exact redelivery
+            (encode({**first, "seq": 10**6}), "bars", recs[0][2], -3, 1.0, recs[0][5]),   # duplicate timestamp
+            (recs[1][0], "bars", recs[1][2], -4, 1.0, b"wrong-key")]
+    stream = recs[:40] + junk + recs[40:]
+    one, batched = SymbolStage(secs, n_partitions=P), SymbolStage(secs, n_partitions=P)
+    for w in (one, batched):
+        feed_side(w, fund, set(range(P)))
+    out_one, out_batched = [], []
+    rng = np.random.default_rng(0)
+    i = 0
+    while i < len(stream):
+        n = int(rng.integers(1, 120))
+        chunk = stream[i:i + n]
+        for raw, topic, p, off, recv, key in chunk:
+            out_one += one.on_bar(raw, topic, p, off, recv, key=key)
+        out_one += one.watermarks(range(P))
+        out_batched += batched.on_bars(chunk) + batched.watermarks(range(P))
+        i += n
+
+    def by_kind(outs, kind):   # a dead letter's wall-clock field left out
+        return sorted(encode({k: v for k, v in o.value.items() if k != "received_at"}) for o in outs if o.kind == kind)
+
+    for kind in ("features", "deadletter"):
+        assert by_kind(out_one, kind) == by_kind(out_batched, kind)
+    assert len(by_kind(out_one, "deadletter")) == 3   # the redelivery is skipped, not dead-lettered
+    assert [encode(o.value) for o in out_one if o.value.get("type") == "wm"] == \
+        [encode(o.value) for o in out_batched if o.value.get("type") == "wm"]
+    assert one.stats.as_dict() == batched.stats.as_dict()
+    for s in one.engine.slots:
+        assert one.engine.get_state(s) == batched.engine.get_state(s)
