@@ -54,6 +54,7 @@ import orjson
 
 
 _NUMBER = (int, float)   # what orjson decodes a JSON number to (bool is neither)
+_NULLABLE = frozenset({int, float, type(None)})
 #: a watermark naming more input partitions than this is refused: one bogus record would hold every
 #: timestamp open until the stall rule (a well-typed but wrong count below it still does)
 MAX_PARTITIONS = 10_000
@@ -119,9 +120,11 @@ class ScoringStage:
             raise TypeError(f"row: ts {ts!r:.40} and symbol {sym!r:.40} must be strings, row a list")
         if len(vals) != self.n_ts:
             raise ValueError(f"row of {len(vals)} values, expected {self.n_ts} (another feature registry?)")
-        vals = [np.nan if x is None else x for x in vals]
-        if not all(type(x) in _NUMBER for x in vals) or not all(x is None or type(x) in _NUMBER for x in (close, recv)):
+        kinds = set(map(type, vals))   # one C-level pass: what orjson decoded the values to
+        if not kinds <= _NULLABLE or not all(x is None or type(x) in _NUMBER for x in (close, recv)):
             raise TypeError("row: row values, close and received must be numbers or null")
+        if type(None) in kinds:
+            vals = [np.nan if x is None else x for x in vals]
         t = ts_ns(ts)
         row = np.array(vals, dtype=np.float64)
         if t <= self.last_closed:
