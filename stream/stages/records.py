@@ -103,12 +103,14 @@ def score_timestamp(t: int, names, feats: np.ndarray, scorer, hist, groups, clos
     win_l = None if win is None else np.asarray(win, np.float64).tolist()
     online_l = {f"{h}d": (np.asarray(v, np.float64).tolist(), np.isfinite(v).tolist()) for h, v in online.items()}
     k = len(names)
+    score_d = [dict(zip(score_l, v)) for v in zip(*score_l.values())]   # per symbol {"5d": ..., ...}
+    top_l = [_contribution_list(c) if len(c) else [] for c in contrib]
     for i, sym in enumerate(names):
         value = {
             "symbol": sym, "ts": ts, "model_version": version,
-            "scores": {h: v[i] for h, v in score_l.items()},
+            "scores": score_d[i],
             "percentile": pct_l[i], "rank": rank_l[i], "universe_size": k,
-            "top_contributions": _contribution_list(contrib[i]),
+            "top_contributions": top_l[i],
             "event_time": ts, "emit_time": emit, "key": f"{sym}|{ts}|{version}",
         }
         if defer:
