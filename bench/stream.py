@@ -553,14 +553,14 @@ def _wait_partitions(topo, partitions: int, timeout_s: float) -> float:
 
 def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k,
                   grace, rate, timeout_s, n_symbol: int, partitions: int, window: int = 50,
-                  explain: str = "inline") -> tuple[dict, dict]:
+                  explain: str = "inline", symbol_nice: int = 0) -> tuple[dict, dict]:
     """Split mode: ``n_symbol`` per-symbol workers + 1 scoring worker (processes), paced publish."""
     from stream.tools.split_run import SplitTopology
     _split_prepare(boot, prefix, partitions, fund_recs_fn)
     bars = list(bar_recs_fn())
     topo = SplitTopology(boot, registry, work / prefix.rstrip("."), _split_env(prefix, partitions), n_symbol,
                          securities=secs_file, checkpoint_s=5.0, grace_s=grace,
-                         extra=["--top-k", str(top_k), "--explain", explain])
+                         extra=["--top-k", str(top_k), "--explain", explain], symbol_nice=symbol_nice)
     topo.work.mkdir(parents=True, exist_ok=True)
     try:
         topo.start(timeout_s)
@@ -574,11 +574,13 @@ def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_rec
         topo.stop()
     stats, meta = _latency_stats(boot, explain)
     stats.update(_split_hops(boot))
+    nice = f", per-symbol --nice {symbol_nice}" if symbol_nice else ""
     row = {"variant": f"latency at {rate:,.0f} bars/s, split mode ({n_symbol} per-symbol + 1 scoring worker, "
-                      f"{partitions} partitions), top_k={top_k}{_explain_label(top_k, explain)}",
+                      f"{partitions} partitions{nice}), top_k={top_k}{_explain_label(top_k, explain)}",
            "bars": n_bars, "publish_s": st["seconds"], "seconds": round(wall, 3), **stats,
            "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter")}
-    return row, {f"latency_split{n_symbol}_top{top_k}{explain[0]}_{k}": v for k, v in meta.items()}
+    return row, {f"latency_split{n_symbol}{'n' if symbol_nice else ''}_top{top_k}{explain[0]}_{k}": v
+                 for k, v in meta.items()}
 
 
 def split_catch_up(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_recs_fn, n_bars, n_last, top_k,
@@ -649,6 +651,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--partitions", type=int, default=6, help="input partitions in the split-mode runs")
     ap.add_argument("--split-latency-workers", default="1,2",
                     help="per-symbol worker counts of the split latency runs (one run each)")
+    ap.add_argument("--split-nice", default="0",
+                    help="per-symbol workers' --nice in the split latency runs (each value in the list: one run)")
     ap.add_argument("--split-catchup-workers", default="1,2", help="per-symbol worker counts compared in (e)")
     ap.add_argument("--latency-modes", default="one-process,split", help="topologies of the latency runs (c)")
     ap.add_argument("--skip-e2e", action="store_true", help="skip the one-process throughput variants (b)")
@@ -761,11 +765,12 @@ def main(argv=None) -> dict:
                 boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn, n_lat,
                 n_lat_last, k, args.grace, args.latency_rate, args.timeout, window=args.latency_window, explain=ex))
                 ] if "one-process" in modes else []
-            lat_runs += [("split", f"bench.latsplit{spec}w{n}.", lambda pf, k=k, ex=ex, n=n: split_latency(
+            lat_runs += [("split", f"bench.latsplit{spec}w{n}n{nc}.", lambda pf, k=k, ex=ex, n=n, nc=nc: split_latency(
                 boot, work, registry, files.get("securities"), pf, lambda: bar_records(lat_replay), fund_fn,
                 n_lat, n_lat_last, k, args.grace, args.latency_rate, args.timeout, n, args.partitions,
-                window=args.latency_window, explain=ex))
-                for n in [int(x) for x in args.split_latency_workers.split(",") if x and "split" in modes]]
+                window=args.latency_window, explain=ex, symbol_nice=nc))
+                for n in [int(x) for x in args.split_latency_workers.split(",") if x and "split" in modes]
+                for nc in [int(x) for x in args.split_nice.split(",") if x]]
         for name, prefix, run in lat_runs:
             try:
                 row, lat_meta = run(prefix)

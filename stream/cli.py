@@ -103,6 +103,9 @@ def worker_cmd(
     checkpoint: float = typer.Option(5.0, min=0.05, help="--role symbol|scoring: seconds between state snapshots"),
     stall: float = typer.Option(60.0, help="--role scoring: seconds without progress after which a timestamp "
                                            "is scored without the partitions that did not report"),
+    nice: int = typer.Option(0, min=0, max=19, help="lower this worker's CPU priority by N (os.nice): for "
+                                                    "per-symbol workers sharing few cores with the scoring worker, "
+                                                    "whose timestamp close is on the latency path"),
 ):
     """Run a worker: the whole pipeline (default), or one stage of the split mode (--role)."""
     from stream.service.app import WorkerSettings
@@ -111,6 +114,8 @@ def worker_cmd(
     from stream.service.worker import run_worker
     from stream.online.layer import OnlineConfig
     setup_logging(log_json)
+    if nice:
+        os.nice(nice)
     # every input is checked before a broker starts: a typo must not leave anything running
     root, sectors = _registry(registry), _sectors(securities)
     group = _group(group, member, partitions)

@@ -29,8 +29,9 @@ def health(port: int) -> dict:
 class SplitTopology:
     def __init__(self, bootstrap: str, registry, work: Path, env: dict, n_symbol: int, securities=None,
                  checkpoint_s: float = 1.0, grace_s: float = 2.0, extra=(), scoring_checkpoint_s: float | None = None,
-                 group: str | None = None):
+                 group: str | None = None, symbol_nice: int = 0):
         self.boot, self.registry, self.work, self.env = bootstrap, registry, Path(work), env
+        self.symbol_nice = symbol_nice   # per-symbol workers' --nice (sharing the cores with the scoring worker)
         self.group = group     # per-symbol workers take partitions from this consumer group, not --member
         self.n = n_symbol
         self.securities = securities
@@ -49,6 +50,8 @@ class SplitTopology:
         if member is not None:
             cmd += (["--group", self.group] if self.group else ["--member", f"{member}/{self.n}"])
             cmd += ["--checkpoint", str(self.checkpoint_s)]
+            if self.symbol_nice:
+                cmd += ["--nice", str(self.symbol_nice)]
         elif self.scoring_checkpoint_s is not None:
             cmd += ["--checkpoint", str(self.scoring_checkpoint_s)]
         if self.securities:

@@ -76,3 +76,22 @@ def test_split_parity_when_a_group_member_joins_mid_replay(broker, tmp_path):
     parts = rep["partitions_after_join"]
     assert sorted(parts["symbol0"] + parts["symbol1"]) == list(range(6)) and parts["symbol1"]
     assert rep["restored_from"]   # the newcomer restored the snapshots written on revocation
+
+
+@pytest.mark.broker
+def test_a_per_symbol_worker_started_with_nice_runs_at_lower_priority(broker, tmp_path):
+    """``--nice N`` (the split topology's ``symbol_nice``): the worker process itself runs N steps nicer."""
+    import os
+
+    from stream.tools.split_run import SplitTopology
+    env = dict(os.environ, TECHNIC_TOPIC_PREFIX="nicetest.", TECHNIC_PARTITIONS="2")
+    (tmp_path / "registry").mkdir()   # the per-symbol stage reads no model
+    topo = SplitTopology(broker.bootstrap, tmp_path / "registry", tmp_path, env, 1, symbol_nice=3)
+    assert topo._cmd("symbol", 1, 0)[-2:] == ["--nice", "3"] and "--nice" not in topo._cmd("scoring", 2)
+    topo._spawn("symbol0", "symbol", 0)
+    try:
+        from stream.io.children import wait_http
+        wait_http(f"http://127.0.0.1:{topo.ports['symbol0']}/health", 120, topo.procs["symbol0"])
+        assert os.getpriority(os.PRIO_PROCESS, topo.procs["symbol0"].pid) == os.getpriority(os.PRIO_PROCESS, 0) + 3
+    finally:
+        topo.stop()
