@@ -229,32 +229,52 @@ def compile_booster(booster, num_iteration: int | None = None) -> CompiledTrees 
 def predict_rows(X, col_feature, col_kind, roots, depth, code, thr, kids, val, out, block):
     """out[r] = 0.0 + each tree's leaf value for row r, in tree order.
 
-    Blocks of ``block`` rows. First the block's columns (column-major, so a level of a tree reads one
-    cache line per column): the feature value, 0.0 when ``|v| <= kZeroThreshold``, then S (NaN, and
-    0.0 for S_ZERO columns) replaced by -inf / +inf / the indicator. Then each tree walks all rows
-    of the block one level at a time with one comparison per node (independent walks the CPU
-    overlaps). Indices are unsigned (numba adds a negative-index fix-up to signed ones)."""
-    n = X.shape[0]
+    Blocks of ``block`` rows. The block is transposed (feature-major) with LightGBM's filter
+    (``|v| <= kZeroThreshold`` -> 0.0); each column is then one contiguous pass over its feature
+    (S -> -inf / +inf / indicator, per ``col_kind``). Each tree walks all rows of the block one level
+    at a time, one comparison per node, no branch on the data: independent walks the CPU overlaps.
+    Indices into the hot arrays are unsigned (numba adds a negative-index fix-up to signed ones)."""
+    n, p = X.shape
     nq = col_feature.size
     B = u64(block)
+    tr = np.empty(p * block, dtype=np.float64)
     buf = np.empty(nq * block, dtype=np.float64)
     node = np.empty(block, dtype=np.uint64)
     acc = np.empty(block, dtype=np.float64)
     for r0 in range(0, n, block):
         m = min(block, n - r0)
         for i in range(m):
-            for q in range(nq):
-                v = X[r0 + i, col_feature[q]]
-                if abs(v) <= KZERO:  # NaN fails the comparison and stays NaN
-                    v = 0.0
-                kind = col_kind[q]
-                s = v != v or ((kind & S_ZERO) != 0 and v == 0.0)
-                if (kind & S_INDICATOR) != 0:
-                    v = 1.0 if s else 0.0
-                elif s:
-                    v = np.inf if (kind & S_RIGHT) != 0 else -np.inf
-                buf[u64(q) * B + u64(i)] = v
+            for j in range(p):
+                v = X[r0 + i, j]
+                tr[j * block + i] = 0.0 if abs(v) <= KZERO else v  # NaN fails the comparison: stays NaN
             acc[i] = 0.0
+        for q in range(nq):
+            src = tr[col_feature[q] * block: col_feature[q] * block + m]
+            dst = buf[q * block: q * block + m]
+            kind = col_kind[q]
+            if kind == 0:
+                for i in range(m):
+                    v = src[i]
+                    dst[i] = -np.inf if v != v else v
+            elif kind == S_RIGHT:
+                for i in range(m):
+                    v = src[i]
+                    dst[i] = np.inf if v != v else v
+            elif kind == S_ZERO:
+                for i in range(m):
+                    v = src[i]
+                    dst[i] = -np.inf if (v != v or v == 0.0) else v
+            elif kind == S_ZERO | S_RIGHT:
+                for i in range(m):
+                    v = src[i]
+                    dst[i] = np.inf if (v != v or v == 0.0) else v
+            elif kind == S_INDICATOR:
+                for i in range(m):
+                    dst[i] = 1.0 if src[i] != src[i] else 0.0
+            else:  # S_ZERO | S_INDICATOR
+                for i in range(m):
+                    v = src[i]
+                    dst[i] = 1.0 if (v != v or v == 0.0) else 0.0
         for t in range(roots.size):
             root = u64(roots[t])
             for i in range(m):
