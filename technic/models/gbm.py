@@ -134,8 +134,30 @@ class LGBMModel(_GBM):
         return self.booster_.predict(X, num_iteration=k, num_threads=self.n_threads)
 
     def predict(self, X) -> np.ndarray:
-        return self.booster_.predict(np.asarray(X, dtype=np.float64), num_iteration=self.best_iteration_,
-                                     num_threads=self.n_threads)
+        """Predictions of the first ``best_iteration_`` trees: the compiled form
+        (``technic.models.tree_predict``, bitwise equal to ``booster_.predict``, one thread) when the
+        model supports it and ``X`` is a (rows, n_features) array, else LightGBM."""
+        X = np.asarray(X, dtype=np.float64)
+        compiled = self._compiled_trees()
+        if compiled is not None and X.ndim == 2 and X.shape[1] == compiled.num_feature:
+            return compiled.predict(X)
+        return self.booster_.predict(X, num_iteration=self.best_iteration_, num_threads=self.n_threads)
+
+    def _compiled_trees(self):
+        """The compiled form of ``booster_``'s first ``best_iteration_`` iterations, built on first use
+        and rebuilt when either changes; None when the model is not supported (LightGBM predicts).
+        A cache only: never pickled, never serialized (``to_bytes`` is the booster's text)."""
+        cached = self.__dict__.get("_compiled")
+        if cached is None or cached[0] is not self.booster_ or cached[1] != self.best_iteration_:
+            from .tree_predict import compile_booster
+            cached = (self.booster_, self.best_iteration_, compile_booster(self.booster_, self.best_iteration_))
+            self._compiled = cached
+        return cached[2]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_compiled", None)
+        return state
 
     def contributions(self, X) -> np.ndarray:
         """(n, p + 1) SHAP values; the last column is the bias (expected value)."""
