@@ -44,3 +44,23 @@ def test_combine_treats_a_missing_side_as_the_centre():
     c = np.array([1.0, np.nan, np.nan, -1.0])
     m = np.array([2.0, 3.0, np.nan, np.nan])
     np.testing.assert_array_equal(combine(c, m, 0.5), [2.0, 1.5, np.nan, -1.0])
+
+
+def test_date_zscore_against_pandas_per_date_and_for_one_timestamp():
+    """Per-date z-score (ddof 0, finite values only; < 2 finite or zero spread -> 0) against a pandas
+    groupby oracle, for a panel and for the stream's single timestamp (its own code path)."""
+    import pandas as pd
+
+    from technic.models.inputs import date_zscore
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=300)
+    x[rng.random(300) < 0.1] = np.nan
+    x[:3] = np.inf
+    dates = np.repeat(np.arange(6), 50)
+    x[250:300] = 2.0                       # a date with zero spread
+    for d in (dates, np.zeros(300, dtype=np.int64)):
+        s = pd.Series(np.where(np.isfinite(x), x, np.nan))
+        g = s.groupby(d)
+        sd = g.transform(lambda v: v.std(ddof=0))
+        want = ((s - g.transform("mean")) / sd).where(sd > 0, 0.0).where(s.notna())
+        np.testing.assert_allclose(date_zscore(x, d), want.to_numpy(), rtol=1e-12, atol=1e-12)

@@ -53,7 +53,6 @@ import numpy as np
 
 from technic.errors import OrderError
 from technic.features import registry as R
-from technic.features.batch import sector_codes
 from technic.features.incremental import NAT, FeatureEngine
 
 from stream.stages.admission import NO_KEY, BarAdmission, apply_side_record, bar_values
@@ -249,7 +248,7 @@ class ScoringPipeline:
     def _score(self, t, names, feats, scorer, received, closes) -> list[Output]:
         seq_len = int(getattr(scorer, "seq_len", 0) or 0)
         hist = self.history(names, feature_columns(scorer), seq_len) if seq_len else None
-        groups = sector_codes(names, self.engine.sectors)
+        groups = self.engine.sector_codes(names)
         out = score_timestamp(t, names, feats, scorer, hist, groups, closes, self.cfg.top_k, self.extensions,
                               self.stats, self.deferred)
         self.stats.latency.observe(self.clock() - np.asarray(received, dtype=np.float64))  # one per score

@@ -37,7 +37,6 @@ from typing import Mapping
 import numpy as np
 
 from technic.features import registry as R
-from technic.features.batch import sector_codes
 from technic.features.incremental import NAT, FeatureEngine
 
 from stream.io.codecs import DEFAULT_MAX_BYTES, RecordError, deadletter_record
@@ -247,7 +246,7 @@ class ScoringStage:
             return out
         hist = self.ring.window(self.engine.slots, names, feature_columns(scorer), seq_len) if seq_len else None
         closes = np.array([bucket[s][1] for s in names])
-        out += score_timestamp(t, names, feats, scorer, hist, sector_codes(names, self.engine.sectors), closes,
+        out += score_timestamp(t, names, feats, scorer, hist, self.engine.sector_codes(names), closes,
                                self.cfg.top_k, self.extensions, self.stats, self.deferred)
         self.stats.latency.observe(self.clock() - np.array([bucket[s][2] for s in names]))
         return out

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from technic.features.kernels import tie_average_ranks
+
 MIN_NAMES = 3  # fewer valid names than this -> NaN (a rank of 2 names says little)
 
 
@@ -29,9 +31,7 @@ def cs_rank(x: np.ndarray) -> np.ndarray:
     v = x[ok]
     if v.size < MIN_NAMES:
         return out
-    uniq, inv, cnt = np.unique(v, return_inverse=True, return_counts=True)
-    avg = np.cumsum(cnt) - (cnt - 1) / 2.0
-    out[ok] = avg[inv] / v.size
+    out[ok] = tie_average_ranks(v, np.argsort(v)) / v.size
     return out
 
 

@@ -205,6 +205,11 @@ class FeatureEngine:
             self.last_seq[rows] = np.asarray(list(seq), dtype=np.int64)
         return out
 
+    def sector_codes(self, symbols: Sequence[str]) -> np.ndarray:
+        """``features.batch.sector_codes(symbols, self.sectors)`` from the map built once at start."""
+        code = self._sector_code
+        return np.array([code.get(s, -1) for s in symbols], dtype=np.int64)
+
     def cross_section(self, symbols: Sequence[str], ts_matrix: np.ndarray) -> np.ndarray:
         """Market and cross-sectional stages for ALL symbols of one timestamp.
 
@@ -220,7 +225,7 @@ class FeatureEngine:
         X[:, 0] = ts_matrix[:, self._column["ret_1"]]
         X[:, 1] = market_return(X[:, 0])
         out[:, n_ts:n_ts + n_mkt] = self.mkt.run(rows, X)
-        groups = np.array([self._sector_code.get(s, -1) for s in symbols], dtype=np.int64)
+        groups = self.sector_codes(symbols)
         sources = {c.source: out[:, self._column[c.source]] for c in R.CROSS_SECTION}
         for name, vec in apply_cross_section(R.CROSS_SECTION, sources, groups).items():
             out[:, self._column[name]] = vec

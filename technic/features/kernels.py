@@ -545,3 +545,22 @@ def average_ranks_sorted(XT, order):
                 R[o[q], j] = r
             a = b + 1
     return R
+
+
+@_jit
+def tie_average_ranks(v, order):
+    """1-based average ranks of ``v`` (no NaN; +-inf are values) given ``order = argsort(v)``:
+    a tie block at sorted positions a..b gets (a + b) / 2 + 1, exact in float64."""
+    k = v.shape[0]
+    R = np.empty(k)
+    a = 0
+    while a < k:
+        b = a
+        va = v[order[a]]
+        while b + 1 < k and v[order[b + 1]] == va:
+            b += 1
+        r = (a + b) / 2.0 + 1.0
+        for q in range(a, b + 1):
+            R[order[q]] = r
+        a = b + 1
+    return R

@@ -120,7 +120,11 @@ def date_zscore(x: np.ndarray, dates: np.ndarray) -> np.ndarray:
     in any order); a date with fewer than 2 finite values or zero spread maps them to 0."""
     x = np.asarray(x, dtype=np.float64)
     out = np.full(x.shape, np.nan)
-    codes = pd.factorize(np.asarray(dates))[0]
+    dates = np.asarray(dates)
+    if len(dates) and (dates == dates[0]).all():   # one timestamp (the stream): the same codes, no factorize
+        codes = np.zeros(len(dates), dtype=np.intp)
+    else:
+        codes = pd.factorize(dates)[0]
     ok = np.isfinite(x)
     if not ok.any():
         return out
