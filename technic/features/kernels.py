@@ -520,13 +520,12 @@ def run_plan(code, ch0, ch1, ip, fp, fo, io, outs, F, I, rows, X, out):
 def average_ranks_sorted(XT, order):
     """Per row of ``XT`` (p, k) - one column of the caller's matrix per row - 1-based average ranks
     of its finite entries, NaN elsewhere, given ``order = argsort(XT, axis=1)`` with every non-finite
-    entry of ``XT`` already +inf (so they sort last; numpy sorts arrays with NaN ~4x slower). Returned
-    as (k, p).
+    entry of ``XT`` already +inf (so they sort last; numpy sorts arrays holding NaN much slower).
+    Returned as (k, p).
 
     Ties get the mean of their positions ((first + last) / 2 + 1: exact halves in float64), so
     the result does not depend on the sort's stability or on the row order. The sort is numpy's
-    (a compiled quicksort per row, ~4x faster here than a sort inside the compiled loop); this pass
-    only walks the sorted order once."""
+    (faster than a sort inside the compiled loop); this pass only walks the sorted order once."""
     p, k = XT.shape
     R = np.full((k, p), NAN)
     for j in range(p):

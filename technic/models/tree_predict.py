@@ -31,13 +31,11 @@ splits, linear trees, ``average_output`` (random forest mode), more than one tre
 Supported objectives are those where LightGBM's ``ConvertOutput`` is the identity: regression (l2),
 regression_l1, huber, fair, quantile, mape.
 
-Loop order (``bench/tree_predict.py``: 505 x 119, full depth-6 trees, this busy 2-core box, p50 of
-200 calls; the kernel's ``block`` argument runs all three): rows outer (block 1, one row through every
-tree) is bound by each walk's chain of dependent loads, 5.9 ms for 100 trees; trees outer over all 505
-rows (one tree through every row) keeps a tree hot but streams a 1 MB buffer per tree, 1.8 ms; blocks
-of 32 rows, each tree walked one level at a time for the whole block, overlap 32 independent walks
-with the block in L1/L2: 1.0 ms, against 7.3 ms for ``booster.predict`` on 1 thread and 7.1 ms on 2
-(3.9 ms in a quieter run). 400 trees: 3.2 ms against 24.3 / 16.6 ms.
+Loop order: rows outer (one row through every tree) is bound by each walk's chain of dependent
+loads; trees outer over all rows keeps a tree hot but streams the whole buffer per tree; blocks of
+``BLOCK`` rows, each tree walked one level at a time for the whole block, overlap independent walks
+with the block in cache and were fastest (the kernel's ``block`` argument runs all three; figures in
+``bench/results/tree_predict.md``, ``python bench/tree_predict.py``).
 
 All compiled code lives in this one module (numba's on-disk cache follows the defining file).
 """
