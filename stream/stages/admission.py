@@ -49,9 +49,9 @@ def check_key(kind: str, rec: dict, key) -> None:
                                           f"by symbol (the key decides the partition, hence per-symbol order)")
 
 
-def bar_values(rec: dict) -> dict[str, np.ndarray]:
-    """An admitted bar's fields as the one-row arrays ``FeatureEngine.update_ts`` takes (null -> NaN)."""
-    return {k: np.array([np.nan if rec.get(k) is None else float(rec[k])]) for k in BAR_KEYS}
+def bar_values(recs: list[dict]) -> dict[str, np.ndarray]:
+    """Admitted bars' fields as the arrays ``FeatureEngine.update_ts`` takes, one row per bar (null -> NaN)."""
+    return {k: np.array([np.nan if r.get(k) is None else float(r[k]) for r in recs]) for k in BAR_KEYS}
 
 
 def apply_side_record(engine, kind: str, raw: bytes, key, max_payload: int) -> str:

@@ -132,7 +132,7 @@ class ScoringPipeline:
             out += self._alert("data_gap", "warning", "missing_seq", bar.missing, 0, None,
                                rec["ts"], f"{sym}: {bar.missing} bar(s) missing before seq {rec['seq']} "
                                           f"(last seq {bar.prev_seq})", symbol=sym)
-        vals = bar_values(rec)
+        vals = bar_values([rec])
         try:
             row = self.engine.update_ts(t, (sym,), vals, (int(rec["seq"]),))[0]
         except OrderError as e:  # cannot happen after the admission checks; never crash the worker

@@ -41,15 +41,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from technic.errors import OrderError
 from technic.features.incremental import NAT, FeatureEngine
 
 from stream.io.codecs import RecordError, deadletter_record
 from stream.io.output import Output
 from stream.io.timestamps import ts_string
-from stream.stages.admission import BAR_KEYS, NO_KEY, BarAdmission, apply_side_record
+from stream.stages.admission import NO_KEY, BarAdmission, apply_side_record, bar_values
 from stream.stages.records import Stats
 
 
@@ -119,7 +117,7 @@ class SymbolStage:
         """Step the symbols of ``run`` (admitted bars of timestamp ``t``, distinct symbols) in one call."""
         recs = [x[0].rec for x in run]
         syms = [r["symbol"] for r in recs]
-        vals = {k: np.array([np.nan if r.get(k) is None else float(r[k]) for r in recs]) for k in BAR_KEYS}
+        vals = bar_values(recs)
         seqs = [int(r["seq"]) for r in recs]
         try:
             rows = self.engine.update_ts(t, syms, vals, seqs)

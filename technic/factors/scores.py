@@ -30,10 +30,6 @@ MIN_GROUP = 3
 BETWEEN_SECTOR = ("industry_momentum",)
 
 
-def _gauss(v: np.ndarray) -> np.ndarray:
-    return rank_gauss(v[:, None])[:, 0]
-
-
 def _sector_mean(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
     out = np.full(x.shape, np.nan)
     ok = np.isfinite(x) & (groups >= 0)

@@ -517,49 +517,43 @@ def run_plan(code, ch0, ch1, ip, fp, fo, io, outs, F, I, rows, X, out):
 # cross-sectional ranks (models.preprocess.average_ranks)
 # ---------------------------------------------------------------------------
 @_jit
+def _assign_tie_ranks(x, o, m, out):
+    """``out[o[q]]`` = 1-based average rank of sorted position q < m of ``x`` (``o``: its argsort): a tie
+    block at positions a..b gets (a + b) / 2 + 1, exact in float64, whatever the sort's stability."""
+    a = 0
+    while a < m:
+        b = a
+        va = x[o[a]]
+        while b + 1 < m and x[o[b + 1]] == va:
+            b += 1
+        r = (a + b) / 2.0 + 1.0
+        for q in range(a, b + 1):
+            out[o[q]] = r
+        a = b + 1
+
+
+@_jit
 def average_ranks_sorted(XT, order):
     """Per row of ``XT`` (p, k) - one column of the caller's matrix per row - 1-based average ranks
     of its finite entries, NaN elsewhere, given ``order = argsort(XT, axis=1)`` with every non-finite
     entry of ``XT`` already +inf (so they sort last; numpy sorts arrays holding NaN much slower).
-    Returned as (k, p).
-
-    Ties get the mean of their positions ((first + last) / 2 + 1: exact halves in float64), so
-    the result does not depend on the sort's stability or on the row order. The sort is numpy's
-    (faster than a sort inside the compiled loop); this pass only walks the sorted order once."""
+    Returned as (k, p). The sort is numpy's (faster than a sort inside the compiled loop); this pass
+    only walks the sorted order once."""
     p, k = XT.shape
     R = np.full((k, p), NAN)
     for j in range(p):
         x = XT[j]
         o = order[j]
-        a = 0
-        while a < k:
-            va = x[o[a]]
-            if not va < INF:   # a non-finite entry: sorted last, the rest are too
-                break
-            b = a
-            while b + 1 < k and x[o[b + 1]] == va:
-                b += 1
-            r = (a + b) / 2.0 + 1.0
-            for q in range(a, b + 1):
-                R[o[q], j] = r
-            a = b + 1
+        m = 0
+        while m < k and x[o[m]] < INF:   # the finite entries come first
+            m += 1
+        _assign_tie_ranks(x, o, m, R[:, j])
     return R
 
 
 @_jit
 def tie_average_ranks(v, order):
-    """1-based average ranks of ``v`` (no NaN; +-inf are values) given ``order = argsort(v)``:
-    a tie block at sorted positions a..b gets (a + b) / 2 + 1, exact in float64."""
-    k = v.shape[0]
-    R = np.empty(k)
-    a = 0
-    while a < k:
-        b = a
-        va = v[order[a]]
-        while b + 1 < k and v[order[b + 1]] == va:
-            b += 1
-        r = (a + b) / 2.0 + 1.0
-        for q in range(a, b + 1):
-            R[order[q]] = r
-        a = b + 1
+    """1-based average ranks of ``v`` (no NaN; +-inf are values) given ``order = argsort(v)``."""
+    R = np.empty(v.shape[0])
+    _assign_tie_ranks(v, order, v.shape[0], R)
     return R
