@@ -38,6 +38,32 @@ def test_rank_gauss_matches_scipy_oracle_with_nan_ties_and_inf():
     assert np.isnan(Z[~np.isfinite(X)]).all()  # NaN policy: missing stays missing
 
 
+def test_rank_gauss_table_lookup_equals_ndtri_of_each_rank():
+    """The per-count ndtri tables (``preprocess.ndtri_table``) give the same values as ndtri of each
+    entry: columns with different finite counts in one call (several tables), ties of every size,
+    +-inf, all-missing columns, a cleared and a reused cache."""
+    from technic.models import preprocess
+    rng = np.random.default_rng(12)
+    for i in range(60):
+        k, p = int(rng.integers(1, 120)), int(rng.integers(1, 9))
+        X = rng.normal(size=(k, p))
+        X[:, ::2] = np.round(X[:, ::2] * rng.integers(1, 4))
+        X[rng.random((k, p)) < rng.random((1, p)) * 0.7] = np.nan   # a different count per column
+        X[rng.random((k, p)) < 0.03] = np.inf
+        X[rng.random((k, p)) < 0.03] = -np.inf
+        if i % 5 == 0:
+            X[:, 0] = np.nan
+        if i % 3 == 0:
+            preprocess._NDTRI_TABLES.clear()
+        Z = rank_gauss(X)
+        for j in range(p):
+            ok = np.isfinite(X[:, j])
+            expect = np.full(k, np.nan)
+            expect[ok] = ndtri((rankdata(X[ok, j]) - 0.5) / ok.sum())
+            np.testing.assert_array_equal(Z[:, j], expect)
+    assert len(preprocess.ndtri_table(7)) == 13 and preprocess.ndtri_table(1).tolist() == [0.0]
+
+
 def test_average_ranks_match_scipy_rankdata_on_random_shapes():
     """The compiled rank pass after numpy's sort: every shape, missing share, tie pattern and
     non-finite value against scipy's rankdata of each column's finite values."""

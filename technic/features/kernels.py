@@ -552,6 +552,21 @@ def average_ranks_sorted(XT, order):
 
 
 @_jit
+def gauss_from_ranks(R, table, offsets):
+    """``table[offsets[j] + 2 r - 2]`` for every average rank ``r`` of column ``j`` of ``R`` (k, p), NaN
+    where ``R`` is NaN: ranks are the halves ``(a + b) / 2 + 1`` of ``_assign_tie_ranks``, so ``2 r - 2``
+    is the exact integer ``a + b``; ``table`` holds, per column count, one value per possible rank
+    (``models.preprocess.rank_gauss``)."""
+    k, p = R.shape
+    out = np.empty((k, p))
+    for i in range(k):
+        for j in range(p):
+            r = R[i, j]
+            out[i, j] = NAN if r != r else table[offsets[j] + int(2.0 * r) - 2]
+    return out
+
+
+@_jit
 def tie_average_ranks(v, order):
     """1-based average ranks of ``v`` (no NaN; +-inf are values) given ``order = argsort(v)``."""
     R = np.empty(v.shape[0])

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
-from technic.features.kernels import average_ranks_sorted
+from technic.features.kernels import average_ranks_sorted, gauss_from_ranks
 
 
 def average_ranks(X: np.ndarray) -> np.ndarray:
@@ -45,8 +45,38 @@ def rank_gauss(X: np.ndarray, method: str = "gauss") -> np.ndarray:
         raise ValueError(f"X must be 2-D (symbols, features), got shape {X.shape}")
     R = average_ranks(X)
     n = np.isfinite(R).sum(axis=0)
-    u = (R - 0.5) / np.maximum(n, 1)
-    return ndtri(u) if method == "gauss" else u - 0.5
+    if method == "rank":
+        return (R - 0.5) / np.maximum(n, 1) - 0.5
+    return _gauss_of_ranks(R, n)
+
+
+_NDTRI_TABLES: dict[int, np.ndarray] = {}
+
+
+def ndtri_table(n: int) -> np.ndarray:
+    """``ndtri((r - 0.5) / n)`` for every average rank a column of ``n`` finite values can hold,
+    ``r = 1, 1.5, ..., n`` (index ``2 r - 2``): the same float64 operations as on the ranks
+    themselves, so the same bits, computed once per ``n`` instead of once per entry."""
+    t = _NDTRI_TABLES.get(n)
+    if t is None:
+        r = 1.0 + 0.5 * np.arange(2 * n - 1)
+        t = ndtri((r - 0.5) / n)
+        if len(_NDTRI_TABLES) >= 4096:   # many distinct universe sizes (a long batch run): start over
+            _NDTRI_TABLES.clear()
+        _NDTRI_TABLES[n] = t
+    return t
+
+
+def _gauss_of_ranks(R: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``ndtri((R - 0.5) / n)`` per column (``n``: its finite count), looked up in ``ndtri_table``."""
+    sizes = np.unique(n[n > 0]).tolist()
+    if not sizes:
+        return np.full(R.shape, np.nan)
+    tables = [ndtri_table(m) for m in sizes]
+    starts = dict(zip(sizes, np.cumsum([0] + [len(t) for t in tables[:-1]]).tolist()))
+    offsets = np.array([starts.get(m, 0) for m in n.tolist()], dtype=np.int64)
+    table = tables[0] if len(tables) == 1 else np.concatenate(tables)
+    return gauss_from_ranks(R, table, offsets)
 
 
 def date_bounds(dates: np.ndarray) -> list[tuple[int, int]]:
