@@ -31,6 +31,7 @@ a pure function of (model version, bars up to t), so re-emissions are identical.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -97,6 +98,7 @@ class ScoringStage:
         self.ring = FeatureHistory(len(R.FEATURE_NAMES), self.cfg.history_len, self.engine.capacity)
         self.restored_model: str | None = None   # model version a restored snapshot was written under
         self.deferred = check_explain(self.cfg.explain)
+        self.close_ms: deque = deque(maxlen=1024)   # (wall, thread CPU) ms of the latest closes, for status()
 
     # -- input ---------------------------------------------------------------------------
     def on_record(self, raw: bytes, topic="features", partition=None, offset=None,
@@ -215,6 +217,12 @@ class ScoringStage:
         return out
 
     def _close(self, t: int) -> list[Output]:
+        w0, c0 = time.perf_counter(), time.thread_time()
+        out = self._close_timestamp(t)
+        self.close_ms.append((1e3 * (time.perf_counter() - w0), 1e3 * (time.thread_time() - c0)))
+        return out
+
+    def _close_timestamp(self, t: int) -> list[Output]:
         bucket = self.pending.pop(t)
         names = sorted(bucket)
         self.recent[t] = frozenset(names)
@@ -288,4 +296,17 @@ class ScoringStage:
         return {"model_version": self.models.version, "pending_timestamps": len(self.pending),
                 "n_partitions": self.n_partitions, "late_rows": self.late_rows,
                 "last_closed": None if self.last_closed == NAT else ts_string(self.last_closed),
-                **self.stats.as_dict()}
+                **self.close_timing(), **self.stats.as_dict()}
+
+    def close_timing(self) -> dict:
+        """Wall and CPU time of closing a timestamp (market, cross-section, predict, records) over the
+        latest closes: p50 / p99 / max ms. CPU well above the quiet figure for the same model and
+        universe means the cores are shared (``bench/stream.py`` reports both)."""
+        if not self.close_ms:
+            return {"closes_timed": 0}
+        a = np.asarray(self.close_ms)
+        out: dict = {"closes_timed": len(a)}
+        for j, name in enumerate(("close_wall_ms", "close_cpu_ms")):
+            out[name] = {"p50": round(float(np.percentile(a[:, j], 50)), 2),
+                         "p99": round(float(np.percentile(a[:, j], 99)), 2), "max": round(float(a[:, j].max()), 2)}
+        return out

@@ -81,6 +81,14 @@ def test_split_scores_equal_batch_with_interleaved_partitions(data):
     # every timestamp closed by the partitions' marks, the last one too (complete marks: no grace wait)
     assert closed_by_watermarks == bars["date"].nunique()
     assert not sc.stats.deadletter and sc.late_rows == 0
+    st = sc.status()   # every close timed: wall and CPU percentiles in the worker's /health
+    assert st["closes_timed"] == len(sc.close_ms) == sc.stats.timestamps_closed
+    for name in ("close_wall_ms", "close_cpu_ms"):
+        a = np.asarray(sc.close_ms)[:, int(name == "close_cpu_ms")]
+        assert st[name] == {"p50": round(float(np.percentile(a, 50)), 2), "p99": round(float(np.percentile(a, 99)), 2),
+                            "max": round(float(a.max()), 2)}
+        assert 0 < st[name]["p50"] <= st[name]["p99"] <= st[name]["max"]
+    assert scoring(secs).status()["closes_timed"] == 0
 
 
 def test_snapshot_restore_and_replay_after_it_is_exact(data):
