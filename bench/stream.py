@@ -41,7 +41,13 @@ own prefix and are deleted afterwards, so the broker's snapshot stays small):
       when every partition's watermark passed t or the partition marked t complete (every symbol of
       its previous timestamp delivered t), else ``--grace`` after the last row once every partition
       is caught up;
-    each with the SHAP top-k of ``--latency-top-k`` (default 5 and 0);
+    each with the SHAP top-k of ``--latency-top-k`` (default 5 and 0). Split runs also report the
+    scoring worker's own close timing from its /health (``close_wall_ms`` / ``close_cpu_ms``, p50 and
+    p99: wall above CPU = the process waited for a core; CPU above the quiet figure = slower cores),
+    next to the same stage closing the same timestamps in this process with nothing else running
+    (``quiet_close``). The p99 of a run is over its scores, which come in blocks of one timestamp
+    (~505 scores sent together): the slowest 1% of T timestamps' scores are T/100 timestamps' worth,
+    so with fewer than 100 timestamps (``--latency-days``) the p99 lies inside the single worst one;
 (d) worker RSS (VmRSS / VmHWM of the worker process) after the catch-up replay, per 500 symbols;
 (e) split-mode catch-up with 1 vs 2 per-symbol workers (``--split-catchup-workers``): every bar
     published first, then the topology starts; rate = bars of all timestamps but the last / time
@@ -188,6 +194,30 @@ def inprocess(bar_recs, fund_recs, sectors, scorer, top_k: int, profile: bool = 
         pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(18)
         top = s.getvalue()
     return {"bars": p.stats.bars_applied, "scores": p.stats.scores_out, "seconds": dt}, top
+
+
+def quiet_close(bar_recs, fund_recs, sectors, scorer, top_k: int, explain: str = "inline") -> dict:
+    """The split mode's scoring stage in this process, fed the per-symbol stage's rows directly (no
+    broker, nothing else running): what closing a timestamp costs on quiet cores, to read the
+    ``close_*`` columns of the split latency runs against."""
+    from stream.io.codecs import encode
+    from stream.service.warmup import warm_process
+    from stream.stages.models import ModelSource
+    from stream.stages.scoring import ScoringConfig, ScoringStage
+    from stream.stages.symbol import SymbolStage
+    sym = SymbolStage(sectors)
+    for i, (_, k, v) in enumerate(fund_recs):
+        sym.on_fundamental(v, offset=i, key=k)
+    stage = ScoringStage(ModelSource(None, scorer=scorer), sectors,
+                         ScoringConfig(grace_s=1e9, stall_s=1e9, top_k=top_k, explain=explain))
+    warm_process(sectors, scorer, top_k)
+    for i, (_, k, v) in enumerate(bar_recs):
+        for o in sym.on_bar(v, offset=i, key=k):
+            stage.on_record(encode(o.value))
+        stage.poll()
+    stage.flush()
+    t = stage.close_timing()
+    return {f"{name}_{q}": t[name][q] for name in ("close_wall_ms", "close_cpu_ms") for q in ("p50", "p99")}
 
 
 # -- (b)/(c)/(d) one worker run ------------------------------------------------------------------
@@ -578,6 +608,7 @@ def split_latency(boot, work, registry, secs_file, prefix, bar_recs_fn, fund_rec
     row = {"variant": f"latency at {rate:,.0f} bars/s, split mode ({n_symbol} per-symbol + 1 scoring worker, "
                       f"{partitions} partitions{nice}), top_k={top_k}{_explain_label(top_k, explain)}",
            "bars": n_bars, "publish_s": st["seconds"], "seconds": round(wall, 3), **stats,
+           **{f"{name}_{q}": h.get(name, {}).get(q) for name in ("close_wall_ms", "close_cpu_ms") for q in ("p50", "p99")},
            "bars_not_applied": n_bars - h["bars_applied"], "deadletter": h.get("deadletter")}
     return row, {f"latency_split{n_symbol}{'n' if symbol_nice else ''}_top{top_k}{explain[0]}_{k}": v
                  for k, v in meta.items()}
@@ -771,6 +802,14 @@ def main(argv=None) -> dict:
                 window=args.latency_window, explain=ex, symbol_nice=nc))
                 for n in [int(x) for x in args.split_latency_workers.split(",") if x and "split" in modes]
                 for nc in [int(x) for x in args.split_nice.split(",") if x]]
+        if "split" in args.latency_modes.split(","):   # what a close costs with nothing else running
+            fund_list = list(fundamental_records(fund))
+            for spec in dict.fromkeys(x for x in args.latency_top_k.split(",") if x):
+                k, ex = int(spec.rstrip("d")), ("deferred" if spec.endswith("d") else "inline")
+                rows.append({"variant": f"split scoring stage in this process, quiet cores (close only), "
+                                        f"top_k={k}{_explain_label(k, ex)}", "bars": n_lat,
+                             **quiet_close(bar_records(lat_replay), fund_list, sectors, scorer, k, ex)})
+                print(rows[-1], flush=True)
         for name, prefix, run in lat_runs:
             try:
                 row, lat_meta = run(prefix)
