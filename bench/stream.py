@@ -211,10 +211,16 @@ def quiet_close(bar_recs, fund_recs, sectors, scorer, top_k: int, explain: str =
     stage = ScoringStage(ModelSource(None, scorer=scorer), sectors,
                          ScoringConfig(grace_s=1e9, stall_s=1e9, top_k=top_k, explain=explain))
     warm_process(sectors, scorer, top_k)
+    outs = []
     for i, (_, k, v) in enumerate(bar_recs):
-        for o in sym.on_bar(v, offset=i, key=k):
-            stage.on_record(encode(o.value))
-        stage.poll()
+        outs += sym.on_bar(v, offset=i, key=k)
+        if i % 50 == 49:   # as a worker after each fetched batch: rows, the partition's watermark, then poll
+            for o in outs + sym.watermarks([0]):
+                stage.on_record(encode(o.value))
+            stage.poll()
+            outs = []
+    for o in outs + sym.watermarks([0]):
+        stage.on_record(encode(o.value))
     stage.flush()
     t = stage.close_timing()
     return {f"{name}_{q}": t[name][q] for name in ("close_wall_ms", "close_cpu_ms") for q in ("p50", "p99")}
